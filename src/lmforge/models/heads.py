@@ -1,0 +1,56 @@
+"""Task heads and losses shared by the families.
+
+Conventions (the forward contract of every family):
+- classification: `logits` (B, num_labels); `labels` (B,) class ids, or floats when num_labels == 1 (regression).
+- qa (span extraction): `logits` (B, T, 2) with start logits in [..., 0] and end logits in [..., 1];
+  `labels` (B, 2) holding the start and end token index of the answer.
+- lm: `logits` (B, T, vocab); `labels` use -100 for positions that carry no loss.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ClassifierHead(nn.Module):
+    """dropout -> dense -> tanh -> dropout -> out_proj, as RoBERTa and T5 classify (names match their checkpoints)."""
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float):
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(hidden, num_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.dense(self.dropout(x)))
+        return self.out_proj(self.dropout(x))
+
+
+def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The hidden state (B, H) of each row's last real token; right padding assumed unless the mask says left."""
+    if attention_mask is None:
+        return hidden[:, -1]
+    # Position of the last 1 in each row works for left and right padding alike.
+    T = attention_mask.shape[1]
+    idx = T - 1 - attention_mask.flip(1).to(torch.long).argmax(1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+    return F.cross_entropy(logits, labels)
+
+
+def span_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean of start and end cross-entropies; answer positions outside the sequence are ignored (clamped to T)."""
+    T = logits.shape[1]
+    labels = labels.clamp(0, T)
+    start = F.cross_entropy(logits[..., 0], labels[:, 0], ignore_index=T)
+    end = F.cross_entropy(logits[..., 1], labels[:, 1], ignore_index=T)
+    return (start + end) / 2
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)

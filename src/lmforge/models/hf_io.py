@@ -1,0 +1,192 @@
+"""Read and write Hugging Face model folders (config.json + model.safetensors / pytorch_model.bin).
+
+Loading is strict both ways: every parameter of our model is filled from the checkpoint, and every
+checkpoint tensor is consumed, ignored on purpose (a family's `ignored_hf_keys`), or belongs to a
+head the caller asked to replace. Anything else is an error that names the file, the key and the shapes.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .base import Convert, ModelError, PreTrainedModel
+
+log = logging.getLogger(__name__)
+
+# model_type -> "module:Class"; imported lazily so `import lmforge` stays cheap.
+FAMILIES = {
+    "bert": "lmforge.models.bert:BertModel",
+    "roberta": "lmforge.models.bert:RobertaModel",
+    "gpt2": "lmforge.models.gpt2:GPT2Model",
+    "xlnet": "lmforge.models.xlnet:XLNetModel",
+    "t5": "lmforge.models.t5:T5Model",
+}
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def model_class(model_type: str) -> type[PreTrainedModel]:
+    if model_type not in FAMILIES:
+        raise ModelError(
+            f"unknown model_type {model_type!r} in config.json; lmforge supports {', '.join(FAMILIES)}"
+        )
+    module, name = FAMILIES[model_type].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def read_config(folder: Path) -> dict:
+    path = Path(folder) / "config.json"
+    if not Path(folder).is_dir():
+        raise ModelError(f"{folder} is not a folder; pass a folder that holds config.json and the weights")
+    if not path.is_file():
+        raise ModelError(f"{folder} has no config.json; is it a Hugging Face model folder?")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    if not isinstance(d, dict) or "model_type" not in d:
+        raise ModelError(f"{path} has no 'model_type' field, so lmforge cannot tell the model family")
+    return d
+
+
+def read_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """All tensors of the checkpoint, and the file name to quote in errors."""
+    folder = Path(folder)
+    if (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        name = "model.safetensors"
+        try:
+            return load_file(folder / name), name
+        except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+            raise ModelError(f"{folder / name} is not a readable safetensors file ({e})") from None
+    if (folder / "model.safetensors.index.json").is_file():
+        from safetensors.torch import load_file
+
+        index = json.loads((folder / "model.safetensors.index.json").read_text())
+        state: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            state.update(load_file(folder / shard))
+        return state, "model.safetensors.index.json"
+    if (folder / "pytorch_model.bin").is_file():
+        name = "pytorch_model.bin"
+        try:
+            return torch.load(folder / name, map_location="cpu", weights_only=True), name
+        except Exception as e:
+            raise ModelError(f"{folder / name} is not a readable PyTorch checkpoint ({e})") from None
+    raise ModelError(f"{folder} has config.json but no weights; expected one of {', '.join(WEIGHT_FILES)}")
+
+
+def task_of(cls: type[PreTrainedModel], config: dict) -> str:
+    """The task a checkpoint was saved for, from its `architectures` entry."""
+    by_arch = {arch: task for task, arch in cls.architectures.items()}
+    for arch in config.get("architectures") or []:
+        if arch in by_arch:
+            return by_arch[arch]
+    return "base"
+
+
+def _split_table(model: PreTrainedModel, prefix: str) -> dict[str, tuple[str, Convert | None, bool]]:
+    """Our name -> (full checkpoint key, convert, is_head). Head params live under `head.`."""
+    out = {}
+    for ours, entry in model.hf_weight_table().items():
+        key, conv = (entry, None) if isinstance(entry, str) else entry
+        is_head = ours.startswith("head.")
+        out[ours] = (key if is_head else prefix + key, conv, is_head)
+    return out
+
+
+def load_model(folder, task: str | None = None, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """Build the family's model for `task` (default: the checkpoint's own) and fill it from the folder."""
+    folder = Path(folder)
+    raw = read_config(folder)
+    cls = model_class(raw["model_type"])
+    config = cls.config_class.from_hf(raw)
+    saved_task = task_of(cls, raw)
+    task = task or saved_task
+    model = cls(config, task)
+    state, fname = read_state_dict(folder)
+
+    # A headed checkpoint prefixes its backbone (`bert.`, `transformer.`); a bare one does not.
+    prefix = cls.hf_prefix(saved_task)
+    table = _split_table(model, prefix)
+    params = dict(model.named_parameters())
+    consumed: set[str] = set()
+    fresh: list[str] = []
+    with torch.no_grad():
+        for ours, (key, conv, is_head) in table.items():
+            if key not in state:
+                if is_head and task != saved_task:
+                    fresh.append(ours)
+                    continue
+                raise ModelError(f"{folder / fname} lacks weight '{key}' needed by this {cls.family} config")
+            t = conv.load(state[key]) if conv else state[key]
+            p = params[ours]
+            if t.shape != p.shape:
+                raise ModelError(
+                    f"{folder / fname}: weight '{key}' has shape {list(t.shape)} but the config implies "
+                    f"{list(p.shape)}"
+                )
+            p.copy_(t)
+            consumed.add(key)
+    missing = set(params) - set(table)
+    if missing:  # a bug in the family's table, never the user's fault
+        raise RuntimeError(f"{cls.__name__}.hf_weight_table misses {sorted(missing)}")
+
+    leftover = [k for k in state if k not in consumed and not _ignored(cls, k)]
+    if task != saved_task:
+        with torch.device("meta"):
+            saved_head = {k for k, _, h in _split_table(cls(config, saved_task), prefix).values() if h}
+        dropped = [k for k in leftover if k in saved_head]
+        leftover = [k for k in leftover if k not in saved_head]
+        if dropped:
+            log.info("dropped the checkpoint's %s head (%d tensors) to load it for %s", saved_task, len(dropped), task)
+    if leftover:
+        raise ModelError(
+            f"{folder / fname} has {len(leftover)} weights this {cls.family} config does not use, e.g. "
+            f"'{leftover[0]}'; is config.json from the same model?"
+        )
+    if fresh:
+        log.warning("new %s head initialised randomly: %s", task, ", ".join(fresh))
+    return model.to(dtype).eval()
+
+
+def _ignored(cls: type[PreTrainedModel], key: str) -> bool:
+    return any(re.fullmatch(p, key) for p in cls.ignored_hf_keys)
+
+
+def save_pretrained(model: PreTrainedModel, folder) -> None:
+    """Write config.json and model.safetensors; files appear whole or not at all (temp file + rename)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = model.hf_prefix(model.task)
+    params = dict(model.named_parameters())
+    tensors = {}
+    for ours, (key, conv, _) in _split_table(model, prefix).items():
+        t = params[ours].detach()
+        tensors[key] = (conv.save(t) if conv else t).contiguous().cpu()
+    config = model.config.to_hf()
+    config["architectures"] = [model.architectures[model.task]]
+    config["torch_dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+    _atomic_write(folder / "model.safetensors", lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    _atomic_write(folder / "config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
