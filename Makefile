@@ -1,0 +1,23 @@
+# `make serve` and `make test` work on a fresh machine: both create .venv on first use.
+PY := .venv/bin/python
+STAMP := .venv/.installed
+
+.PHONY: serve test bench clean
+
+$(STAMP): pyproject.toml
+	test -d .venv || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	.venv/bin/lmforge demo  # becomes `lmforge serve` with the API server
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TORCHINDUCTOR_COMPILE_THREADS=1 $(PY) -m pytest
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/models.py
+
+clean:
+	rm -rf .venv build *.egg-info .pytest_cache

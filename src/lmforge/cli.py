@@ -1,0 +1,125 @@
+"""The `lmforge` command line: one table of commands, each a thin typed wrapper over the library."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .models import ModelError
+
+app = typer.Typer(help="lmforge: BERT, RoBERTa, GPT-2, XLNet and T5 on your own machine.", no_args_is_help=True)
+tokenizer_app = typer.Typer(help="Train and inspect tokenizers.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+console = Console()
+err = Console(stderr=True)
+
+ModelArg = Annotated[str, typer.Argument(help="A model folder, a packaged model name (all-MiniLM-L6-v2) or a Hub id.")]
+
+
+def _fail(e: Exception) -> None:
+    """One clear sentence on stderr and exit code 1: users never see a traceback for bad input."""
+    err.print(f"[bold red]error:[/] {e}")
+    raise typer.Exit(1)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def info(model: ModelArg) -> None:
+    """Show a model's family, task, size and configuration."""
+    from . import load_model
+
+    try:
+        m = load_model(model)
+    except ModelError as e:
+        _fail(e)
+    table = Table(title=f"{model}", show_header=False)
+    table.add_row("family", m.family)
+    table.add_row("task", f"{m.task} ({m.architectures[m.task]})")
+    table.add_row("parameters", f"{m.num_parameters():,}")
+    for key, value in m.config.to_hf().items():
+        if not isinstance(value, dict):
+            table.add_row(key, str(value))
+    console.print(table)
+
+
+@app.command()
+def embed(
+    texts: Annotated[list[str], typer.Argument(help="Sentences to embed.")],
+    model: Annotated[str, typer.Option(help="An encoder model.")] = "all-MiniLM-L6-v2",
+) -> None:
+    """Embed sentences (mean-pooled, normalised) and print their cosine similarities."""
+    from . import load
+
+    try:
+        m, tok = load(model, task="base")
+        if tok is None:
+            raise ModelError(f"{model} has no tokenizer files, so it cannot embed text")
+    except ModelError as e:
+        _fail(e)
+    batch = tok(texts, padding=True, truncation=True, max_length=512)
+    vectors = m.embed(batch["input_ids"], batch["attention_mask"])
+    sims = vectors @ vectors.T
+    table = Table(title=f"cosine similarity ({m.family}, {vectors.shape[1]} dimensions)")
+    table.add_column("")
+    for i in range(len(texts)):
+        table.add_column(str(i))
+    for i, text in enumerate(texts):
+        table.add_row(f"{i}: {text[:40]}", *(f"{s:.3f}" for s in sims[i].tolist()))
+    console.print(table)
+
+
+@app.command()
+def convert(
+    model: ModelArg,
+    out: Annotated[Path, typer.Argument(help="Folder to write config.json + model.safetensors (+ tokenizer).")],
+    task: Annotated[Optional[str], typer.Option(help="Re-head the model: base, lm, classification, qa, …")] = None,
+) -> None:
+    """Load a checkpoint (strictly) and write it back as config.json + safetensors."""
+    from . import load
+
+    try:
+        m, tok = load(model, task=task)
+    except ModelError as e:
+        _fail(e)
+    m.save_pretrained(out)
+    if tok is not None:
+        tok.save_pretrained(out)
+    console.print(f"wrote {m.family} ({m.task}, {m.num_parameters():,} parameters) to {out}")
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    files: Annotated[list[Path], typer.Argument(help="Plain-text corpus files.", exists=True, dir_okay=False)],
+    family: Annotated[str, typer.Option(help="bert, roberta, gpt2, xlnet or t5: picks the algorithm and special tokens.")],
+    vocab_size: Annotated[int, typer.Option(help="Target vocabulary size.")] = 8000,
+    out: Annotated[Path, typer.Option(help="Folder to save the tokenizer in.")] = Path("tokenizer"),
+) -> None:
+    """Train a new tokenizer of a family's kind on a corpus."""
+    from .tokenizer import train_tokenizer
+
+    try:
+        tok = train_tokenizer(family, [str(f) for f in files], vocab_size=vocab_size)
+    except (ModelError, ValueError) as e:
+        _fail(e)
+    tok.save_pretrained(out)
+    console.print(f"trained a {family} tokenizer with {tok.vocab_size:,} tokens; saved to {out}")
+
+
+@app.command()
+def demo() -> None:
+    """A tour of the model zoo: real MiniLM embeddings, and every family round-tripped through safetensors."""
+    from .demo import run_demo
+
+    run_demo(console)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,40 @@
+import pytest
+from typer.testing import CliRunner
+
+from lmforge.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("command", [[], ["info"], ["embed"], ["convert"], ["demo"], ["tokenizer"], ["tokenizer", "train"]])
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_bad_model_folder_is_one_clear_line(tmp_path):
+    result = runner.invoke(app, ["info", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "has no config.json" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_embed_ranks_paraphrase_above_unrelated():
+    result = runner.invoke(app, ["embed", "A cat sits on the mat.", "A kitten rests on a rug.", "Stocks fell today."])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.strip().startswith("│ 0:")]
+    sims = [float(x) for x in rows[0].split("│")[2:5]]
+    assert sims[0] == pytest.approx(1.0, abs=1e-3)
+    assert sims[1] > sims[2] + 0.2
+
+
+def test_convert_round_trip(tmp_path):
+    from lmforge import load_model
+    from lmforge.models.presets import TINY, make_config
+    from lmforge.models.hf_io import model_class
+
+    model_class("gpt2")(make_config("gpt2", **TINY), "lm").save_pretrained(tmp_path / "a")
+    result = runner.invoke(app, ["convert", str(tmp_path / "a"), str(tmp_path / "b"), "--task", "classification"])
+    assert result.exit_code == 0, result.output
+    assert load_model(tmp_path / "b").task == "classification"
