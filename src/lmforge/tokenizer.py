@@ -1,0 +1,449 @@
+"""One tokenizer for the five families, over Hugging Face `tokenizers` (and `sentencepiece` model files).
+
+Every source is turned into a `tokenizers.Tokenizer` built the way transformers builds it for that family
+(`transformers/models/*/tokenization_*.py`, `convert_slow_tokenizer.py`), so ids match transformers and
+`save_pretrained` writes a `tokenizer.json` that `transformers.AutoTokenizer` loads back unchanged:
+
+    family   files                          special tokens around A (and B)
+    bert     vocab.txt (WordPiece)          [CLS] A [SEP] (B [SEP])       token_type_ids 0 / 1
+    roberta  vocab.json + merges.txt        <s> A </s> (</s> B </s>)
+    gpt2     vocab.json + merges.txt        A  (nothing added)
+    xlnet    spiece.model (Unigram)         A <sep> (B <sep>) <cls>        token_type_ids 0 / 1, <cls> 2; pads left
+    t5       spiece.model (Unigram)         A </s> (B </s>)                + sentinels <extra_id_0> (largest id)...
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+
+import torch
+from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer as Backend
+
+from .models import ModelError
+
+FAMILIES = ("bert", "roberta", "gpt2", "xlnet", "t5")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model")
+SPECIAL_NAMES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
+
+# transformers' defaults per family (the `__init__` signatures of BertTokenizer, RobertaTokenizer, ...).
+DEFAULT_SPECIALS = {
+    "bert": {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]"},
+    "roberta": {"bos": "<s>", "eos": "</s>", "sep": "</s>", "cls": "<s>", "unk": "<unk>", "pad": "<pad>",
+                "mask": "<mask>"},
+    "gpt2": {"bos": "<|endoftext|>", "eos": "<|endoftext|>", "unk": "<|endoftext|>"},
+    "xlnet": {"bos": "<s>", "eos": "</s>", "unk": "<unk>", "sep": "<sep>", "pad": "<pad>", "cls": "<cls>",
+              "mask": "<mask>"},
+    "t5": {"eos": "</s>", "unk": "<unk>", "pad": "<pad>"},
+}
+# Family options kept in tokenizer_config.json, with transformers' defaults.
+DEFAULT_OPTIONS = {
+    "bert": {"do_lower_case": True, "tokenize_chinese_chars": True, "strip_accents": None},
+    "roberta": {"add_prefix_space": False, "trim_offsets": True},
+    "gpt2": {"add_prefix_space": False},
+    "xlnet": {"do_lower_case": False, "keep_accents": False},
+    "t5": {"extra_ids": 100},
+}
+HF_CLASS = {"bert": "BertTokenizer", "roberta": "RobertaTokenizer", "gpt2": "GPT2Tokenizer",
+            "xlnet": "XLNetTokenizer", "t5": "T5Tokenizer"}
+TOKEN_TYPES = ("bert", "xlnet")  # families whose models take token_type_ids
+XLNET_PAD_TYPE_ID = 3  # XLNet's segment id for padding (SEG_ID_PAD in tokenization_xlnet.py)
+SPIECE_UNDERLINE = "▁"
+
+
+def has_tokenizer_files(folder) -> bool:
+    """Whether `folder` holds any tokenizer file at all (complete or not)."""
+    return any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
+
+
+class Tokenizer:
+    """Text <-> ids for one family; `__call__` gives the padded batch tensors a model takes."""
+
+    def __init__(self, backend: Backend, family: str, special_tokens: dict[str, str | None],
+                 additional_special_tokens: list[str] = (), options: dict | None = None,
+                 model_max_length: int | None = None):
+        if family not in FAMILIES:
+            raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(FAMILIES)}")
+        backend.no_padding()  # padding and truncation are per call (see __call__), never baked in
+        backend.no_truncation()
+        self._backend = backend
+        self._lock = threading.Lock()  # __call__ sets padding/truncation on the shared backend
+        self.family = family
+        self.special_tokens = {name: tok for name, tok in special_tokens.items() if tok is not None}
+        self.additional_special_tokens = list(additional_special_tokens)
+        self.options = {**DEFAULT_OPTIONS[family], **(options or {})}
+        self.model_max_length = model_max_length
+        self.padding_side = "left" if family == "xlnet" else "right"
+        for name in SPECIAL_NAMES:
+            token = self.special_tokens.get(name)
+            setattr(self, f"{name}_token", token)
+            setattr(self, f"{name}_token_id", None if token is None else backend.token_to_id(token))
+
+    @property
+    def vocab_size(self) -> int:
+        return self._backend.get_vocab_size(with_added_tokens=True)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        tokens = [*self.special_tokens.values(), *self.additional_special_tokens]
+        return sorted({i for i in map(self._backend.token_to_id, tokens) if i is not None})
+
+    @property
+    def backend(self) -> Backend:
+        """The underlying `tokenizers.Tokenizer` (no padding or truncation set)."""
+        return self._backend
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(family={self.family!r}, vocab_size={self.vocab_size})"
+
+    # ---------------------------------------------------------------- loading
+
+    @classmethod
+    def from_pretrained(cls, folder, family: str | None = None) -> "Tokenizer":
+        """Load from tokenizer.json (preferred) or the family's original files (vocab.txt, vocab.json + merges.txt,
+        spiece.model); special tokens and options from tokenizer_config.json / special_tokens_map.json."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ModelError(f"{folder} is not a folder; pass the folder that holds the tokenizer files")
+        config = _read_json(folder / "tokenizer_config.json")
+        family = family or _family_of(folder, config)
+        if family not in FAMILIES:
+            raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(FAMILIES)}")
+        specials = dict(DEFAULT_SPECIALS[family])
+        extras = ["<eop>", "<eod>"] if family == "xlnet" else []
+        for source in (config, _read_json(folder / "special_tokens_map.json")):
+            specials.update({n: _content(source[f"{n}_token"]) for n in SPECIAL_NAMES if f"{n}_token" in source})
+            listed = source.get("additional_special_tokens", source.get("extra_special_tokens"))
+            if isinstance(listed, list):
+                extras = [_content(t) for t in listed]
+        opts = {**DEFAULT_OPTIONS[family], **{k: config[k] for k in DEFAULT_OPTIONS[family] if k in config}}
+        max_len = config.get("model_max_length")
+        max_len = max_len if isinstance(max_len, int) and max_len < 1_000_000 else None  # HF's "no limit" is 1e30
+
+        from_json = (folder / "tokenizer.json").is_file()
+        if from_json:
+            backend = _load_file(folder / "tokenizer.json", Backend.from_file)
+        elif family == "bert":
+            backend = _bert_from_vocab(folder, opts)
+        elif family in ("roberta", "gpt2"):
+            backend = _byte_bpe_from_files(folder, family, opts)
+        else:
+            backend = _from_spiece(folder, family, opts)
+        if family == "t5" and not extras:  # transformers lists the sentinels as additional special tokens
+            vocab = backend.get_vocab()
+            extras = sorted((t for t in vocab if t.startswith("<extra_id_")), key=vocab.get, reverse=True)
+        tokens = [t for t in dict.fromkeys((*specials.values(), *extras)) if t is not None]
+        if from_json:  # tokenizer.json's own added tokens keep their settings; add only what it lacks
+            tokens = [t for t in tokens if backend.token_to_id(t) is None]
+        backend.add_special_tokens([_special(t, family, specials) for t in tokens])
+        if not from_json:
+            backend.post_processor = _post_processor(family, specials, backend, opts)
+        return cls(backend, family, specials, extras, opts, max_len)
+
+    # --------------------------------------------------------------- encoding
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        with self._lock:
+            return self._backend.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def tokenize(self, text: str) -> list[str]:
+        """The tokens of `text`, without special tokens."""
+        with self._lock:
+            return self._backend.encode(text, add_special_tokens=False).tokens
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return self._backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def batch_decode(self, batch, skip_special_tokens: bool = True) -> list[str]:
+        if isinstance(batch, torch.Tensor):
+            batch = batch.tolist()
+        return self._backend.decode_batch([list(ids) for ids in batch], skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._backend.token_to_id(token)
+
+    def id_to_token(self, index: int) -> str | None:
+        return self._backend.id_to_token(index)
+
+    def __call__(self, texts: str | list[str], text_pair: str | list[str] | None = None, *,
+                 padding: bool | str = True, truncation: bool = False, max_length: int | None = None,
+                 add_special_tokens: bool = True, return_tensors: str | None = "pt") -> dict:
+        """Encode a text or a batch. `padding`: True/"longest" pads to the longest in the batch, "max_length" to
+        `max_length`, False/"do_not_pad" not at all. Returns input_ids, attention_mask (1 = real token) and, for
+        BERT and XLNet, token_type_ids; as tensors (return_tensors="pt") or lists (None)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if text_pair is not None:
+            text_pair = [text_pair] if isinstance(text_pair, str) else list(text_pair)
+            if len(text_pair) != len(texts):
+                raise ValueError(f"got {len(texts)} texts but {len(text_pair)} text pairs")
+        if padding not in (True, False, "longest", "max_length", "do_not_pad"):
+            raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', not {padding!r}")
+        if return_tensors not in ("pt", None):
+            raise ValueError(f"return_tensors must be 'pt' or None, not {return_tensors!r}")
+        limit = max_length or self.model_max_length
+        if (truncation or padding == "max_length") and limit is None:
+            raise ValueError("truncation and padding='max_length' need max_length (this tokenizer has no default)")
+        pad_id = self.pad_token_id if self.pad_token_id is not None else self.eos_token_id  # GPT-2 has no pad
+        if padding not in (False, "do_not_pad") and pad_id is None:
+            raise ValueError("this tokenizer has no pad or eos token to pad with; pass padding=False")
+
+        inputs = texts if text_pair is None else list(zip(texts, text_pair))
+        with self._lock:
+            try:
+                if truncation:
+                    self._backend.enable_truncation(limit)
+                if padding not in (False, "do_not_pad"):
+                    self._backend.enable_padding(
+                        direction=self.padding_side, pad_id=pad_id, pad_token=self._backend.id_to_token(pad_id),
+                        pad_type_id=XLNET_PAD_TYPE_ID if self.family == "xlnet" else 0,
+                        length=limit if padding == "max_length" else None)
+                encodings = self._backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
+            finally:
+                self._backend.no_padding()
+                self._backend.no_truncation()
+
+        out = {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
+        if self.family in TOKEN_TYPES:
+            out["token_type_ids"] = [e.type_ids for e in encodings]
+        if return_tensors is None:
+            return out
+        if len({len(ids) for ids in out["input_ids"]}) > 1:
+            raise ValueError("texts of different lengths cannot be stacked into tensors without padding")
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
+
+    # ----------------------------------------------------------------- saving
+
+    def save_pretrained(self, folder) -> None:
+        """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json (what transformers reads)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._backend.save(str(folder / "tokenizer.json"))
+        tokens = {f"{n}_token": t for n, t in self.special_tokens.items()}
+        if self.additional_special_tokens:
+            tokens["additional_special_tokens"] = self.additional_special_tokens
+        config = {"tokenizer_class": HF_CLASS[self.family], **self.options, **tokens,
+                  "padding_side": self.padding_side}
+        if self.model_max_length is not None:
+            config["model_max_length"] = self.model_max_length
+        for name, data in (("tokenizer_config.json", config), ("special_tokens_map.json", tokens)):
+            (folder / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# -------------------------------------------------------------------- training
+
+def train_tokenizer(family: str, files: list, vocab_size: int = 8000, min_frequency: int = 2) -> Tokenizer:
+    """Train a new vocabulary on text files, with the family's model, pipeline and special tokens.
+    (`min_frequency` applies to WordPiece and BPE; the Unigram trainer has no such setting.)"""
+    if family not in FAMILIES:
+        raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(FAMILIES)}")
+    files = [str(f) for f in files]
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise ModelError(f"cannot train a tokenizer: {', '.join(missing)} not found")
+    specials = dict(DEFAULT_SPECIALS[family])
+    opts = dict(DEFAULT_OPTIONS[family])
+    # tokenizers' progress bars, but only on a terminal: piped, they leave blank lines on stdout.
+    progress = {"show_progress": sys.stderr.isatty()}
+    if family == "bert":
+        backend = _bert_pipeline(models.WordPiece(unk_token="[UNK]"), opts)
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, **progress,
+                                            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+        extras = []
+    elif family in ("roberta", "gpt2"):
+        backend = _byte_bpe_pipeline(models.BPE(), opts)
+        order = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] if family == "roberta" else ["<|endoftext|>"]
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=order,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), **progress)
+        extras = []
+    elif family == "xlnet":
+        backend = _spiece_pipeline(models.Unigram(), family, opts, precompiled=None)
+        extras = ["<eod>", "<eop>"]
+        trainer = trainers.UnigramTrainer(
+            vocab_size=vocab_size, unk_token="<unk>", **progress,
+            special_tokens=["<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", *extras])
+    else:  # t5
+        backend = _spiece_pipeline(models.Unigram(), family, opts, precompiled=None)
+        extras = []
+        trainer = trainers.UnigramTrainer(vocab_size=vocab_size, unk_token="<unk>", **progress,
+                                          special_tokens=["<pad>", "</s>", "<unk>"])
+    backend.train(files, trainer)
+    if family == "t5":  # sentinels go into the Unigram vocab itself, as T5Converter does
+        trained = json.loads(backend.to_str())["model"]
+        sentinels = [f"<extra_id_{i}>" for i in range(opts["extra_ids"] - 1, -1, -1)]
+        vocab = [tuple(v) for v in trained["vocab"]] + [(s, 0.0) for s in sentinels]
+        backend.model = models.Unigram(vocab, unk_id=trained["unk_id"], byte_fallback=False)
+        extras = sentinels[::-1]
+    backend.add_special_tokens([_special(t, family, specials) for t in dict.fromkeys([*specials.values(), *extras])])
+    backend.post_processor = _post_processor(family, specials, backend, opts)
+    return Tokenizer(backend, family, specials, extras, opts)
+
+
+# -------------------------------------------------------- pipelines per family
+
+def _bert_pipeline(model, opts) -> Backend:
+    backend = Backend(model)
+    backend.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=opts["tokenize_chinese_chars"],
+        strip_accents=opts["strip_accents"], lowercase=opts["do_lower_case"])
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    return backend
+
+
+def _byte_bpe_pipeline(model, opts) -> Backend:
+    backend = Backend(model)
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=opts["add_prefix_space"])
+    backend.decoder = decoders.ByteLevel()
+    return backend
+
+
+def _spiece_pipeline(model, family, opts, precompiled: bytes | None) -> Backend:
+    """SentencePiece's behaviour in `tokenizers` terms, as XLNetTokenizer / T5Tokenizer build it."""
+    backend = Backend(model)
+    steps = []
+    if family == "xlnet":
+        steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"')]
+        if not opts["keep_accents"]:
+            steps += [normalizers.NFKD(), normalizers.StripAccents()]
+        if opts["do_lower_case"]:
+            steps.append(normalizers.Lowercase())
+    if precompiled:
+        steps.append(normalizers.Precompiled(precompiled))
+    if steps:
+        backend.normalizer = normalizers.Sequence(steps)
+    split = family == "t5"
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(),
+        pre_tokenizers.Metaspace(replacement=SPIECE_UNDERLINE, prepend_scheme="always", split=split)])
+    backend.decoder = decoders.Metaspace(replacement=SPIECE_UNDERLINE, prepend_scheme="always", split=split)
+    return backend
+
+
+def _post_processor(family, specials, backend, opts):
+    ids = {name: backend.token_to_id(tok) for name, tok in specials.items() if tok is not None}
+    if family == "bert":
+        cls, sep = specials["cls"], specials["sep"]
+        return processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, ids["cls"]), (sep, ids["sep"])])
+    if family == "roberta":
+        return processors.RobertaProcessing(
+            (specials["sep"], ids["sep"]), (specials["cls"], ids["cls"]),
+            trim_offsets=opts["trim_offsets"], add_prefix_space=opts["add_prefix_space"])
+    if family == "xlnet":
+        cls, sep = specials["cls"], specials["sep"]
+        return processors.TemplateProcessing(
+            single=f"$A:0 {sep}:0 {cls}:2", pair=f"$A:0 {sep}:0 $B:1 {sep}:1 {cls}:2",
+            special_tokens=[(sep, ids["sep"]), (cls, ids["cls"])])
+    if family == "t5":
+        eos = specials["eos"]
+        return processors.TemplateProcessing(single=f"$A {eos}", pair=f"$A {eos} $B {eos}",
+                                             special_tokens=[(eos, ids["eos"])])
+    return None  # gpt2 adds nothing
+
+
+def _special(token: str, family: str, specials: dict) -> AddedToken:
+    # transformers gives RoBERTa's and XLNet's <mask> lstrip=True so "a <mask>" masks the word with its space.
+    lstrip = token == specials.get("mask") and family in ("roberta", "xlnet")
+    return AddedToken(token, special=True, normalized=False, lstrip=lstrip)
+
+
+# ----------------------------------------------------------------- file readers
+
+def _bert_from_vocab(folder: Path, opts) -> Backend:
+    path = _need(folder, "bert", "vocab.txt")
+    text = _load_file(path, lambda p: Path(p).read_text(encoding="utf-8"))
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    vocab = {token: index for index, token in enumerate(lines)}  # id = line number, as BertTokenizer's load_vocab
+    if not vocab:
+        raise ModelError(f"could not read tokenizer file {path}: it is empty")
+    return _bert_pipeline(models.WordPiece(vocab, unk_token=DEFAULT_SPECIALS["bert"]["unk"]), opts)
+
+
+def _byte_bpe_from_files(folder: Path, family: str, opts) -> Backend:
+    vocab_path, merges_path = _need(folder, family, "vocab.json", "merges.txt")
+    vocab = _load_file(vocab_path, lambda p: json.loads(Path(p).read_text(encoding="utf-8")))
+    if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
+        raise ModelError(f"{vocab_path} is not a token -> id mapping")
+    lines = _load_file(merges_path, lambda p: Path(p).read_text(encoding="utf-8").split("\n"))
+    merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
+    if any(len(m) != 2 for m in merges):
+        raise ModelError(f"{merges_path} is not a merges file: each line must hold two tokens separated by a space")
+    bpe = _load_file(merges_path, lambda _: models.BPE(vocab, merges, continuing_subword_prefix="",
+                                                        end_of_word_suffix="", fuse_unk=False))
+    return _byte_bpe_pipeline(bpe, opts)
+
+
+def _from_spiece(folder: Path, family: str, opts) -> Backend:
+    """A Unigram backend from a SentencePiece model, as transformers converts spiece.model; T5 gets its
+    sentinels appended to the vocabulary (<extra_id_0> last, the largest id)."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    path = _need(folder, family, "spiece.model")
+    proto = sentencepiece_model_pb2.ModelProto()
+    _load_file(path, lambda p: proto.ParseFromString(Path(p).read_bytes()))
+    if not proto.pieces:
+        raise ModelError(f"{path} is not a SentencePiece model (it holds no pieces)")
+    if proto.trainer_spec.model_type != 1:  # 1 = UNIGRAM; XLNet and T5 ship Unigram models
+        raise ModelError(f"{path} is not a Unigram SentencePiece model, which {family} needs")
+    vocab = [(p.piece, p.score) for p in proto.pieces]
+    if family == "t5" and not any(p.startswith("<extra_id_") for p, _ in vocab):
+        vocab += [(f"<extra_id_{i}>", 0.0) for i in range(opts["extra_ids"] - 1, -1, -1)]
+    model = models.Unigram(vocab, unk_id=proto.trainer_spec.unk_id, byte_fallback=proto.trainer_spec.byte_fallback)
+    return _spiece_pipeline(model, family, opts, precompiled=proto.normalizer_spec.precompiled_charsmap or None)
+
+
+def _need(folder: Path, family: str, *names: str):
+    """The paths of the files a family needs, or a ModelError that says what was looked for and found."""
+    found = [n for n in names if (folder / n).is_file()]
+    if len(found) < len(names):
+        wanted = " + ".join(names)
+        if found:
+            missing = ", ".join(n for n in names if n not in found)
+            raise ModelError(f"{folder} has {', '.join(found)} without {missing}; a {family} tokenizer needs "
+                             f"tokenizer.json or {wanted}")
+        raise ModelError(f"{folder} has no {family} tokenizer files; looked for tokenizer.json and {wanted}")
+    paths = [folder / n for n in names]
+    return paths[0] if len(paths) == 1 else paths
+
+
+def _load_file(path: Path, reader):
+    try:
+        return reader(str(path))
+    except Exception as e:  # corrupt JSON, bad UTF-8, protobuf errors, tokenizers' parse errors
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"could not read tokenizer file {path}: {detail}") from None
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    data = _load_file(path, lambda p: json.loads(Path(p).read_text(encoding="utf-8")))
+    if not isinstance(data, dict):
+        raise ModelError(f"could not read tokenizer file {path}: expected a JSON object")
+    return data
+
+
+def _content(token) -> str | None:
+    """A special token as tokenizer_config.json stores it: a string or an AddedToken dict."""
+    return token.get("content") if isinstance(token, dict) else token
+
+
+def _family_of(folder: Path, config: dict) -> str:
+    model_type = _read_json(folder / "config.json").get("model_type")
+    if model_type:
+        return model_type
+    by_class = {cls: fam for fam, cls in HF_CLASS.items()}
+    name = str(config.get("tokenizer_class", "")).removesuffix("Fast")
+    if name in by_class:
+        return by_class[name]
+    raise ModelError(f"cannot tell the tokenizer family of {folder} (no config.json model_type); pass family=")
