@@ -122,19 +122,22 @@ def load_model(folder, task: str | None = None, dtype: torch.dtype = torch.float
     fresh: list[str] = []
     with torch.no_grad():
         for ours, (key, conv, is_head) in table.items():
+            if key not in state and is_head:
+                key = _reprefixed(key, cls.hf_prefix(task), prefix)
             if key not in state:
                 if is_head and task != saved_task:
                     fresh.append(ours)
                     continue
                 raise ModelError(f"{folder / fname} lacks weight '{key}' needed by this {cls.family} config")
-            t = conv.load(state[key]) if conv else state[key]
             p = params[ours]
-            if t.shape != p.shape:
+            # Compare in the checkpoint's own layout so the message shows the shapes the user can see.
+            expected = conv.save(torch.empty(p.shape, device="meta")).shape if conv else p.shape
+            if state[key].shape != expected:
                 raise ModelError(
-                    f"{folder / fname}: weight '{key}' has shape {list(t.shape)} but the config implies "
-                    f"{list(p.shape)}"
+                    f"{folder / fname}: weight '{key}' has shape {list(state[key].shape)} but the config implies "
+                    f"{list(expected)}"
                 )
-            p.copy_(t)
+            p.copy_(conv.load(state[key]) if conv else state[key])
             consumed.add(key)
     missing = set(params) - set(table)
     if missing:  # a bug in the family's table, never the user's fault
@@ -156,6 +159,12 @@ def load_model(folder, task: str | None = None, dtype: torch.dtype = torch.float
     if fresh:
         log.warning("new %s head initialised randomly: %s", task, ", ".join(fresh))
     return model.to(dtype).eval()
+
+
+def _reprefixed(key: str, ours: str, theirs: str) -> str:
+    """A head key as a checkpoint of another task stores it: BERT's pooler is `pooler.*` in BertModel
+    but `bert.pooler.*` in the headed classes, and should carry over either way."""
+    return theirs + key[len(ours):] if ours != theirs and key.startswith(ours) else key
 
 
 def _ignored(cls: type[PreTrainedModel], key: str) -> bool:
