@@ -116,6 +116,8 @@ def load_model(folder, task: str | None = None, dtype: torch.dtype = torch.float
 
     # A headed checkpoint prefixes its backbone (`bert.`, `transformer.`); a bare one does not.
     prefix = cls.hf_prefix(saved_task)
+    if prefix and not any(k.startswith(prefix) for k in state):
+        prefix = ""  # some headed checkpoints (the original `gpt2`) store the backbone unprefixed, as transformers allows
     table = _split_table(model, prefix)
     params = dict(model.named_parameters())
     consumed: set[str] = set()
