@@ -147,12 +147,13 @@ def load_model(folder, task: str | None = None, dtype: torch.dtype = torch.float
 
     leftover = [k for k in state if k not in consumed and not _ignored(cls, k)]
     if task != saved_task:
+        # What the checkpoint's own task used and ours does not (its head; T5's decoder for "encoder").
         with torch.device("meta"):
-            saved_head = {k for k, _, h in _split_table(cls(config, saved_task), prefix).values() if h}
-        dropped = [k for k in leftover if k in saved_head]
-        leftover = [k for k in leftover if k not in saved_head]
+            saved_keys = {k for k, _, _ in _split_table(cls(config, saved_task), prefix).values()}
+        dropped = [k for k in leftover if k in saved_keys]
+        leftover = [k for k in leftover if k not in saved_keys]
         if dropped:
-            log.info("dropped the checkpoint's %s head (%d tensors) to load it for %s", saved_task, len(dropped), task)
+            log.info("dropped %d tensors of the checkpoint's %s model to load it for %s", len(dropped), saved_task, task)
     if leftover:
         raise ModelError(
             f"{folder / fname} has {len(leftover)} weights this {cls.family} config does not use, e.g. "

@@ -20,7 +20,7 @@ def hf_config_dict(
         return dict(vocab_size=vocab, d_model=hidden, n_layer=layers, n_head=heads, d_inner=ffn)
     if model_type == "t5":
         return dict(vocab_size=vocab, d_model=hidden, d_kv=hidden // heads, d_ff=ffn, num_layers=layers,
-                    num_decoder_layers=layers, num_heads=heads)
+                    num_decoder_layers=layers, num_heads=heads, decoder_start_token_id=0)
     model_class(model_type)  # raises the standard "unknown model_type" error
     raise AssertionError(model_type)
 
