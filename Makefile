@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 serve: $(STAMP)
-	.venv/bin/lmforge demo  # becomes `lmforge serve` with the API server
+	.venv/bin/lmforge serve
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TORCHINDUCTOR_COMPILE_THREADS=1 $(PY) -m pytest

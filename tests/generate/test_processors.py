@@ -52,7 +52,7 @@ def test_pipeline_order_and_greedy_has_no_temperature():
 
 
 @pytest.mark.parametrize("field, value", [("temperature", 3), ("top_p", 0), ("n", 0), ("max_tokens", 0),
-                                          ("presence_penalty", -3), ("logprobs", 21), ("stop", ["a"] * 5)])
+                                          ("presence_penalty", -3), ("logprobs", 21), ("stop", ["a"] * 9)])
 def test_bad_params_name_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         SamplingParams(**{field: value})

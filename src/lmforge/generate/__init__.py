@@ -1,9 +1,10 @@
-"""Decoding: logits processors, sampling settings, stop sequences, and the generation loop."""
+"""Decoding: logits processors, sampling settings, stop sequences, continuous batching and beam search."""
+from .batch import Batcher, Choice, RequestOutput, TokenLogprob, context_length
 from .processors import LogitBias, LogitsProcessor, Penalties, Pipeline, Temperature, TopK, TopP
-from .sampling import Choice, SamplingParams, TokenLogprob, generate, stream
+from .sampling import SamplingParams, generate, stream
 from .stop import StopMatcher
 
 __all__ = [
-    "Choice", "LogitBias", "LogitsProcessor", "Penalties", "Pipeline", "SamplingParams", "StopMatcher",
-    "Temperature", "TokenLogprob", "TopK", "TopP", "generate", "stream",
+    "Batcher", "Choice", "LogitBias", "LogitsProcessor", "Penalties", "Pipeline", "RequestOutput", "SamplingParams",
+    "StopMatcher", "Temperature", "TokenLogprob", "TopK", "TopP", "context_length", "generate", "stream",
 ]

@@ -1,0 +1,99 @@
+"""The FastAPI application factory. `create_app(settings)` builds the app; its lifespan opens the database
+(migrating it), loads the models and starts their engines. Later front ends (the studio) include their
+routers into the returned app."""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+
+from ..store import Database
+from . import errors
+from .accounting import load_prices
+from .auth import create_key, find_key
+from .engine import ServedModel, load_chat_templates, load_served
+from .metrics import Metrics
+from .routes import health, openai, usage
+from .serving import AppState
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def load_models(settings: Settings, templates) -> list[ServedModel]:
+    names = settings.models
+    if not names:
+        from .demo_models import default_models
+
+        names = default_models(settings.home)
+    dtype = getattr(torch, settings.dtype)
+    return [load_served(name, settings.device, dtype, templates) for name in names]
+
+
+def create_app(settings: Settings | None = None, models: list[ServedModel] | None = None) -> FastAPI:
+    """The API app. `models` (already loaded) replaces loading `settings.models`, e.g. in tests."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        db = Database(settings.database)
+        db.migrate()
+        if settings.bootstrap_key is not None:
+            secret = settings.bootstrap_key.get_secret_value()
+            if find_key(db, secret) is None:
+                create_key(db, f"bootstrap-{int(time.time())}", key=secret)
+        templates = load_chat_templates()
+        metrics = Metrics()
+        served = models if models is not None else load_models(settings, templates)
+        for m in served:
+            m.start(metrics, settings.max_batch_rows)
+        app.state.lmforge = AppState(settings, db, load_prices(settings.prices_file), metrics, templates,
+                                     {m.name: m for m in served})
+        log.info("serving %s", ", ".join(m.name for m in served))
+        try:
+            yield
+        finally:
+            for m in served:
+                m.stop()
+            db.dispose()
+
+    app = FastAPI(title="lmforge", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible API for the models on this machine.")
+    errors.install(app)
+    app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)
+    app.include_router(openai.router)
+    app.include_router(usage.router)
+    app.include_router(health.router)
+    return app
+
+
+class RequestMetrics:
+    """ASGI middleware: count requests by endpoint and status, and time them to their last byte."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500
+
+        async def watch(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            state = getattr(scope["app"].state, "lmforge", None) if "app" in scope else None
+            if state is not None:
+                endpoint = scope["path"][len("/v1/"):].split("/")[0] if not scope["path"].startswith("/v1/chat") \
+                    else "chat/completions"
+                state.metrics.requests.labels(endpoint, str(status)).inc()
+                state.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)

@@ -1,0 +1,129 @@
+"""CLI commands: `lmforge serve`, `lmforge keys create|list|revoke`, `lmforge usage` (registered in cli.py)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+
+DbOption = Annotated[Optional[str], typer.Option("--database-url", help="SQLAlchemy URL; default SQLite in LMFORGE_HOME.")]
+
+
+def _settings(**overrides):
+    from .settings import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _db(database_url: str | None):
+    from ..store import Database
+
+    db = Database(_settings(database_url=database_url).database)
+    db.migrate()
+    return db
+
+
+def _fail(e: Exception) -> None:
+    err.print(f"[bold red]error:[/] {e}")
+    raise typer.Exit(1)
+
+
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default 8000).")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="A model folder or name; repeat for several. Default: the demo models.")] = None,
+    database_url: DbOption = None,
+) -> None:
+    """Start the OpenAI-compatible API server."""
+    import uvicorn
+
+    from .app import create_app, load_models
+    from .auth import create_key, list_keys
+    from .engine import load_chat_templates
+
+    settings = _settings(host=host, port=port, models=model or None, database_url=database_url)
+    db = _db(settings.database_url)
+    if not list_keys(db):
+        _, key = create_key(db, "development")
+        console.print("[bold]A development key was created (it is shown only this once; only its hash is stored):[/]")
+        console.print(f"    {key}")
+    db.dispose()
+    try:
+        with console.status("loading models (the first start builds the demo models)…"):
+            models = load_models(settings, load_chat_templates())
+    except (ValueError, OSError) as e:
+        _fail(e)
+    url = f"http://{settings.host}:{settings.port}"
+    console.print(f"lmforge serves {', '.join(m.name for m in models)} at [bold]{url}/v1[/]")
+    console.print(f'    try: curl {url}/v1/models -H "Authorization: Bearer $KEY"')
+    uvicorn.run(create_app(settings, models), host=settings.host, port=settings.port, log_level="warning")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="A name for the key (unique).")],
+    rpm: Annotated[Optional[int], typer.Option(help="Requests per minute (default unlimited).")] = None,
+    tpm: Annotated[Optional[int], typer.Option(help="Tokens per minute (default unlimited).")] = None,
+    budget: Annotated[Optional[float], typer.Option(help="Budget in USD (default unlimited).")] = None,
+    database_url: DbOption = None,
+) -> None:
+    """Create a key and print it once; only its SHA-256 digest is stored."""
+    from .auth import create_key
+
+    try:
+        row, key = create_key(_db(database_url), name, rpm, tpm, budget)
+    except ValueError as e:
+        _fail(e)
+    console.print(f"key '{row.name}' created. Copy it now, it will not be shown again:")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(database_url: DbOption = None) -> None:
+    """List keys (names, prefixes, limits, spending); never the keys themselves."""
+    from .auth import list_keys
+
+    table = Table("name", "prefix", "rpm", "tpm", "budget $", "spent $", "created", "status")
+    for k in list_keys(_db(database_url)):
+        table.add_row(k.name, k.prefix + "…", str(k.rpm or "-"), str(k.tpm or "-"),
+                      "-" if k.budget_usd is None else f"{k.budget_usd:.2f}", f"{k.spent_usd:.4f}",
+                      k.created_at.strftime("%Y-%m-%d %H:%M"), "revoked" if k.revoked_at else "active")
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")], database_url: DbOption = None) -> None:
+    """Revoke a key: requests with it answer 401 from now on."""
+    from .auth import revoke_key
+
+    try:
+        revoke_key(_db(database_url), name)
+    except ValueError as e:
+        _fail(e)
+    console.print(f"key '{name}' revoked")
+
+
+def usage(
+    days: Annotated[int, typer.Option(help="Report the last N days.")] = 30,
+    key: Annotated[Optional[str], typer.Option(help="Only this key (by name).")] = None,
+    database_url: DbOption = None,
+) -> None:
+    """Tokens and cost per key and model over a period."""
+    from .accounting import usage_report
+
+    start = datetime.now(timezone.utc) - timedelta(days=days)
+    rows = [r for r in usage_report(_db(database_url), start=start) if key is None or r["key"] == key]
+    table = Table("key", "model", "requests", "prompt tokens", "completion tokens", "cost $",
+                  title=f"usage, last {days} days")
+    for r in rows:
+        table.add_row(r["key"], r["model"], str(r["requests"]), f"{r['prompt_tokens']:,}",
+                      f"{r['completion_tokens']:,}", f"{r['cost_usd']:.6f}")
+    table.add_row("total", "", str(sum(r["requests"] for r in rows)), f"{sum(r['prompt_tokens'] for r in rows):,}",
+                  f"{sum(r['completion_tokens'] for r in rows):,}", f"{sum(r['cost_usd'] for r in rows):.6f}")
+    console.print(table)

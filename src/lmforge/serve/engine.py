@@ -1,0 +1,256 @@
+"""The serving engine: one background thread per generative model runs a continuous `Batcher`;
+HTTP handlers submit requests and read their token deltas from an asyncio queue.
+
+Requests join the running batch at the next decoding step (if the batch has room for their n choices)
+and leave when they finish or their client goes away."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Literal
+
+import torch
+import yaml
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel, ConfigDict
+
+from ..generate import Batcher, RequestOutput, SamplingParams, context_length
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+CHAT_TEMPLATES = Path(__file__).with_name("chat_templates.yaml")
+EMBEDDING_FAMILIES = ("bert", "roberta")
+
+
+# ------------------------------------------------------------------------------------ chat templates
+
+
+class ChatTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    template: str
+    stop: list[str] = []
+    description: str = ""
+
+    def render(self, messages: list[dict]) -> str:
+        return _jinja.from_string(self.template).render(messages=messages)
+
+
+class ChatTemplates(BaseModel):
+    """The schema of chat_templates.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+    templates: dict[str, ChatTemplate]
+    families: dict[str, str]
+
+    def for_model(self, family: str, folder: Path | None) -> ChatTemplate:
+        if folder is not None and (folder / "tokenizer_config.json").is_file():
+            own = json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template")
+            if isinstance(own, str):
+                return ChatTemplate(template=own, description="the model's own (tokenizer_config.json)")
+        return self.templates[self.families.get(family, "plain")]
+
+
+_jinja = ImmutableSandboxedEnvironment(trim_blocks=False, keep_trailing_newline=False)
+
+
+def load_chat_templates(path: Path = CHAT_TEMPLATES) -> ChatTemplates:
+    templates = ChatTemplates.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    for family, name in templates.families.items():
+        if name not in templates.templates:
+            raise ValueError(f"{path}: family {family} names an unknown template {name!r}")
+    return templates
+
+
+# --------------------------------------------------------------------------------------------- engine
+
+
+@dataclass
+class _Submission:
+    id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue
+
+
+class Engine:
+    """Runs a Batcher in a thread. `generate()` is the async face: an iterator of RequestOutputs."""
+
+    def __init__(self, name: str, model, tokenizer, metrics: Metrics | None = None, max_rows: int = 64):
+        self.name = name
+        self.batcher = Batcher(model, tokenizer)
+        self.metrics = metrics
+        self.max_rows = max_rows
+        self._inbox: queue.Queue = queue.Queue()
+        self._pending: list[_Submission] = []
+        self._running: dict[str, _Submission] = {}
+        self._ids = itertools.count()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
+
+    def start(self) -> "Engine":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._inbox.put(None)
+        self._thread.join(timeout=10)
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+        """Submit a request and yield what each decoding step produced for it, until it finishes."""
+        loop = asyncio.get_running_loop()
+        sub = _Submission(f"{self.name}-{next(self._ids)}", prompt_ids, params, loop, asyncio.Queue())
+        self._inbox.put(("add", sub))
+        done = False
+        try:
+            while True:
+                item = await sub.out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finished:
+                    done = True
+                    return
+        finally:
+            if not done:  # the client went away, or the consumer stopped early
+                self._inbox.put(("abort", sub.id))
+
+    # ----------------------------------------------------------------------------- engine thread
+
+    def _loop(self) -> None:
+        torch.set_grad_enabled(False)
+        while not self._stop.is_set():
+            self._drain(block=not self.batcher.has_work and not self._pending)
+            self._admit()
+            if not self.batcher.has_work:
+                continue
+            try:
+                outputs = self.batcher.step()
+            except Exception as e:  # a model error fails the requests in the batch, not the server
+                log.exception("decoding step failed for %s", self.name)
+                for sub in list(self._running.values()):
+                    self.batcher.abort(sub.id)
+                    self._send(sub, RuntimeError(f"generation failed: {type(e).__name__}"))
+                self._running.clear()
+                continue
+            if self.metrics:
+                self.metrics.batch_size.labels(self.name).observe(self.batcher.num_rows or 1)
+            for out in outputs:
+                sub = self._running.get(out.request_id)
+                if sub is None:
+                    continue
+                self._send(sub, out)
+                if out.finished:
+                    del self._running[out.request_id]
+            self._gauges()
+
+    def _drain(self, block: bool) -> None:
+        while True:
+            try:
+                item = self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            block = False
+            if item is None:
+                return
+            action, arg = item
+            if action == "add":
+                self._pending.append(arg)
+            else:  # abort
+                self._pending = [s for s in self._pending if s.id != arg]
+                if self._running.pop(arg, None) is not None:
+                    self.batcher.abort(arg)
+
+    def _admit(self) -> None:
+        """Move pending requests into the batcher while the batch has room (one too big request always runs)."""
+        rows = self.batcher.num_rows + sum(r.params.n for r in self.batcher.waiting)
+        while self._pending and (rows + self._pending[0].params.n <= self.max_rows or not self._running):
+            sub = self._pending.pop(0)
+            try:
+                self.batcher.add(sub.id, sub.prompt_ids, sub.params)
+            except Exception as e:
+                self._send(sub, e)
+                continue
+            self._running[sub.id] = sub
+            rows += sub.params.n
+        self._gauges()
+
+    def _gauges(self) -> None:
+        if self.metrics:
+            self.metrics.queue_depth.labels(self.name).set(len(self._pending))
+            self.metrics.running.labels(self.name).set(self.batcher.num_rows)
+
+    @staticmethod
+    def _send(sub: _Submission, item) -> None:
+        try:
+            sub.loop.call_soon_threadsafe(sub.out.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            pass
+
+
+# -------------------------------------------------------------------------------------- served models
+
+
+@dataclass
+class ServedModel:
+    """A model the API serves under `name`: a generator (with an engine) or an embedder."""
+
+    name: str
+    model: torch.nn.Module
+    tokenizer: object
+    kind: Literal["generate", "embed"]
+    chat_template: ChatTemplate | None = None
+    created: int = field(default_factory=lambda: int(time.time()))
+    engine: Engine | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # embedders run one batch at a time
+
+    @property
+    def context_length(self) -> int:
+        if self.kind == "embed":
+            return getattr(self.model.config, "max_position_embeddings", 512)
+        return context_length(self.model)
+
+    def start(self, metrics: Metrics | None, max_rows: int) -> "ServedModel":
+        if self.kind == "generate" and self.engine is None:
+            self.engine = Engine(self.name, self.model, self.tokenizer, metrics, max_rows).start()
+        return self
+
+    def stop(self) -> None:
+        if self.engine is not None:
+            self.engine.stop()
+            self.engine = None
+
+
+def serve_model(model, tokenizer, name: str, folder: Path | None = None,
+                templates: ChatTemplates | None = None) -> ServedModel:
+    """Wrap a loaded model: encoder-only families (and T5 encoders) embed, the rest generate."""
+    if tokenizer is None:
+        raise ValueError(f"{name} has no tokenizer files, so it cannot be served")
+    model.eval()
+    if model.family in EMBEDDING_FAMILIES or model.task in ("encoder", "base"):
+        return ServedModel(name, model, tokenizer, "embed")
+    templates = templates or load_chat_templates()
+    return ServedModel(name, model, tokenizer, "generate", templates.for_model(model.family, folder))
+
+
+def load_served(name_or_path: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                templates: ChatTemplates | None = None) -> ServedModel:
+    """Load a folder or name (anything `lmforge.load` takes) for serving, named after its folder."""
+    from ..hub import load, resolve
+
+    folder = resolve(name_or_path)
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    task = "base" if config.get("model_type") in EMBEDDING_FAMILIES else None
+    model, tokenizer = load(name_or_path, task=task, dtype=dtype)
+    model.to(device)
+    path = Path(name_or_path).expanduser()
+    name = path.name if path.exists() else str(name_or_path)
+    return serve_model(model, tokenizer, name, folder, templates)

@@ -1,0 +1,44 @@
+"""The OpenAI-compatible endpoints under /v1."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from ...store import ApiKey
+from .. import protocol as p
+from .. import serving
+from ..auth import require_key
+from ..errors import model_not_found
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+def state(request: Request) -> serving.AppState:
+    return request.app.state.lmforge
+
+
+@router.get("/models", response_model=p.ModelList)
+def list_models(key: ApiKey = Depends(require_key), s: serving.AppState = Depends(state)):
+    return serving.models(s)
+
+
+@router.get("/models/{model:path}", response_model=p.ModelCard)
+def get_model(model: str, key: ApiKey = Depends(require_key), s: serving.AppState = Depends(state)):
+    if model not in s.models:
+        raise model_not_found(model)
+    return p.ModelCard(id=model, created=s.models[model].created)
+
+
+@router.post("/completions", response_model=p.CompletionResponse)
+async def completions(req: p.CompletionRequest, key: ApiKey = Depends(require_key), s: serving.AppState = Depends(state)):
+    return await serving.completions(s, key, req)
+
+
+@router.post("/chat/completions", response_model=p.ChatCompletionResponse)
+async def chat_completions(req: p.ChatCompletionRequest, key: ApiKey = Depends(require_key),
+                           s: serving.AppState = Depends(state)):
+    return await serving.chat_completions(s, key, req)
+
+
+@router.post("/embeddings", response_model=p.EmbeddingResponse)
+async def embeddings(req: p.EmbeddingRequest, key: ApiKey = Depends(require_key), s: serving.AppState = Depends(state)):
+    return await serving.embeddings(s, key, req)

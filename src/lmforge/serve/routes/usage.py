@@ -1,0 +1,40 @@
+"""GET /v1/usage: the caller's own tokens and cost per model over a period (never another key's)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+
+from ...store import ApiKey
+from .. import protocol as p
+from ..accounting import usage_report
+from ..auth import require_key
+from ..errors import APIError
+from .openai import state
+
+router = APIRouter(prefix="/v1", tags=["usage"])
+
+
+def parse_time(value: str | None, param: str) -> datetime | None:
+    """Unix seconds or an ISO 8601 date/time (UTC if no zone is given)."""
+    if value is None:
+        return None
+    try:
+        t = datetime.fromtimestamp(float(value), timezone.utc) if value.replace(".", "", 1).isdigit() \
+            else datetime.fromisoformat(value)
+    except ValueError:
+        raise APIError(400, f"Invalid value for '{param}': give unix seconds or an ISO 8601 date.", param=param,
+                       code="invalid_value") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+@router.get("/usage", response_model=p.UsageReport)
+async def usage(start: str | None = None, end: str | None = None, key: ApiKey = Depends(require_key),
+                s=Depends(state)):
+    t0, t1 = parse_time(start, "start"), parse_time(end, "end")
+    rows = await run_in_threadpool(usage_report, s.db, key.id, t0, t1)
+    data = [p.UsageRow(**{k: v for k, v in r.items() if k != "key"}) for r in rows]
+    return p.UsageReport(key=key.name, start=int(t0.timestamp()) if t0 else None,
+                         end=int(t1.timestamp()) if t1 else None, data=data,
+                         total_cost_usd=sum(r.cost_usd for r in data))
