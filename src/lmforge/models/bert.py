@@ -7,7 +7,6 @@ names follow transformers' `modeling_bert.py` / `modeling_roberta.py`; see `hf_w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 from typing import ClassVar
 
 import torch
@@ -15,16 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import HFConfig, ModelError, ModelOutput, PreTrainedModel
+from .layers import ACTIVATIONS
 from .heads import ClassifierHead, classification_loss, lm_loss, span_loss
 
-ACTIVATIONS = {
-    "gelu": F.gelu,
-    "gelu_new": partial(F.gelu, approximate="tanh"),
-    "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-}
 
 
 @dataclass

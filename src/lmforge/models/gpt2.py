@@ -20,16 +20,10 @@ from torch import nn
 
 from . import heads
 from .base import TRANSPOSE, HFConfig, ModelError, ModelOutput, PreTrainedModel
+from .layers import ACTIVATIONS
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 
-# config.json's activation_function -> ours; "gelu_new" is GPT-2's tanh approximation.
-ACTIVATIONS = {
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu": F.gelu,
-    "relu": F.relu,
-}
 
 
 @dataclass

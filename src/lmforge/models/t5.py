@@ -30,17 +30,10 @@ from torch import nn
 
 from . import heads
 from .base import HFConfig, ModelError, ModelOutput, PreTrainedModel
+from .layers import ACTIVATIONS
 
 KVCache = list[tuple[torch.Tensor, ...]]
 
-# The activation part of config.json's feed_forward_proj ("relu", "gated-gelu", "gated-silu", …).
-ACTIVATIONS = {
-    "relu": F.relu,
-    "gelu": F.gelu,
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "silu": F.silu,
-}
 
 
 @dataclass

@@ -14,7 +14,6 @@ table needs no conversions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 from typing import ClassVar
 
 import torch
@@ -22,15 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import HFConfig, ModelError, ModelOutput, PreTrainedModel
+from .layers import ACTIVATIONS
 from .heads import classification_loss, lm_loss, span_loss
 
-ACTIVATIONS = {
-    "gelu": F.gelu,
-    "gelu_new": partial(F.gelu, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-}
 SUMMARY_TYPES = ("last", "first", "mean")
 
 
