@@ -324,8 +324,8 @@ def test_classification_needs_eos_and_bad_activation_is_refused():
     model = T5Model(T5Config.from_hf(SIZES), "classification").eval()
     with pytest.raises(ModelError, match="eos"):
         model(torch.full((2, 5), 7))
-    with pytest.raises(ModelError, match="gated-swish"):
-        T5Config(feed_forward_proj="gated-swish")
+    with pytest.raises(ModelError, match="gated-tanh"):
+        T5Config(feed_forward_proj="gated-tanh")
 
 
 def test_transformers5_config_for_v11_reads_as_untied():
