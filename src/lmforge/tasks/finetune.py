@@ -1,0 +1,313 @@
+"""`lmforge finetune`: any family on any task where the pair makes sense (see formatting.MODES).
+
+Read the task's examples (a benchmark's local copy or the user's file), infer and record the label set,
+load the model with the right head, train, save the model + tokenizer + lmforge_task.json, and evaluate.
+The optimisation itself is `train_loop`, kept in one function so the shared trainer (lmforge.train)
+can replace it without touching the rest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..models import ModelError
+from ..train.optim import make_scheduler, param_groups
+from . import formatting as fm
+from .evaluate import evaluate
+from .inference import Predictor
+from .readers import read_task_split, read_user_file, split_names
+from .registry import TaskSpec, get_task
+
+log = logging.getLogger(__name__)
+
+_WORD_EMBEDDINGS = {"bert": "embeddings.word", "roberta": "embeddings.word", "gpt2": "transformer.wte",
+                    "xlnet": "transformer.word_embedding", "t5": "shared"}
+DEFAULT_LR = {"classify": 5e-5, "span": 5e-5, "text2text": 3e-4, "prompt": 5e-5, "causal": 5e-5}
+
+
+@dataclass
+class FinetuneArgs:
+    model: str
+    """A model folder, a packaged model name or a Hub id."""
+    task: str
+    """A registry task (sst2, ag_news, sms_spam, rte, mrpc, squad, scitldr, multi30k, tinyshakespeare, gutenberg)
+    or, for your own files, a kind: classification, qa, summarization, translation, generation."""
+    out: Path
+    """Folder for the fine-tuned model, its tokenizer and lmforge_task.json."""
+    train: Path | None = None
+    """Your training file (CSV, TSV, JSONL; .txt for generation); default: the task's local copy."""
+    validation: Path | None = None
+    """Your validation file; default: the task's validation split when it has one."""
+    columns: dict[str, str | None] = field(default_factory=dict)
+    """Field -> column in your files (text, text_pair, label, question, context, answer, answer_start,
+    document, summary, source, target)."""
+    data_dir: Path | None = None
+    """Where the benchmarks' local copies live (default: $LMFORGE_DATA_DIR, then ../shared/data)."""
+    mode: str | None = None
+    """Override how the family meets the task (e.g. 'classify' to give T5 a classification head)."""
+    epochs: float = 1.0
+    max_steps: int | None = None
+    """Stop after this many optimiser steps (overrides epochs)."""
+    batch_size: int = 16
+    lr: float | None = None
+    """Peak learning rate; default 5e-5, or 3e-4 for T5 text-to-text."""
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_length: int = 128
+    """Input tokens per example (longer inputs are cut; QA contexts are split into windows)."""
+    target_max_length: int = 64
+    """Target tokens for text-to-text and prompt modes (also the generation budget when evaluating)."""
+    stride: int = 64
+    """Overlap, in tokens, between the windows of a long QA context."""
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    freeze_embeddings: bool = False
+    """Keep the word embeddings fixed: a faster step on CPU (no gradient for the largest matrix)."""
+    seed: int = 0
+    evaluate: bool = True
+    """Evaluate on the validation split after training."""
+
+
+@dataclass
+class FinetuneResult:
+    out: Path
+    mode: str
+    steps: int
+    train_examples: int
+    train_seconds: float
+    final_loss: float
+    metrics: dict[str, float] | None
+    predictor: Predictor = field(repr=False)
+
+
+def finetune(args: FinetuneArgs, progress: Callable[[int, int, float], None] | None = None) -> FinetuneResult:
+    """Fine-tune, save to `args.out` and (unless args.evaluate is False) score on the validation split.
+    `progress(step, total, recent_loss)` is called after every optimiser step."""
+    spec = get_task(args.task)
+    mode = fm.choose_mode(_family(args.model), spec.kind, args.mode)  # before reading data: fail fast
+    train = load_examples(spec, "train", args.train, args.columns, args.data_dir)
+    train = _limit(train, args.max_train_examples, args.seed)
+    labels = None
+    if spec.kind == "classification":
+        labels = spec.label_names() or infer_labels(train)
+        if len(labels) < 2:
+            raise ModelError(f"the training data has only one label ({labels[0]!r}); a classifier needs two or more")
+        if spec.labels is None:  # the user's data: remember the inferred set with the model
+            spec = spec.model_copy(update={"labels": {name: name for name in labels}})
+    validation = None
+    if args.evaluate:
+        validation = load_validation(spec, args.validation, args.columns, args.data_dir, labels)
+
+    model, tok = prepare_model(args.model, fm.HEAD[mode], labels)
+    predictor = Predictor(model, tok, spec, mode, args.max_length, args.target_max_length, args.stride)
+
+    items, collate = training_items(predictor, train)
+    if args.freeze_embeddings:
+        model.get_submodule(_WORD_EMBEDDINGS[model.family]).weight.requires_grad_(False)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    t0 = time.perf_counter()
+    steps, loss = train_loop(
+        model, items, collate, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+        lr=args.lr or DEFAULT_LR[mode], weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
+        seed=args.seed, progress=progress,
+    )
+    seconds = time.perf_counter() - t0
+    save(predictor, args.out)
+    metrics = None
+    if validation is not None:
+        metrics = evaluate(predictor, _limit(validation, args.max_eval_examples, args.seed)).metrics
+    return FinetuneResult(Path(args.out), mode, steps, len(train), seconds, loss, metrics, predictor)
+
+
+# ------------------------------------------------------------------ data
+
+
+def load_examples(spec: TaskSpec, split: str, path, columns=None, data_dir=None, labels=None) -> list[dict]:
+    """A split from the user's file when given, else from the task's local copy."""
+    if path is not None:
+        return read_user_file(path, spec, columns, labels=labels if spec.labels is None else None)
+    if spec.is_user:
+        raise ModelError(f"task {spec.name!r} is for your own data: pass --train FILE (CSV, TSV or JSONL)")
+    return read_task_split(spec, split, data_dir)
+
+
+def load_validation(spec, path, columns, data_dir, labels) -> list[dict] | None:
+    if path is not None:
+        return read_user_file(path, spec, columns, labels=labels)
+    if spec.is_user:
+        return None
+    names = split_names(spec)
+    split = "validation" if "validation" in names else ("test" if "test" in names else None)
+    return read_task_split(spec, split, data_dir) if split else None
+
+
+def infer_labels(examples: list[dict]) -> list[str]:
+    """The label set of the training data, in a stable order (numbers by value, then text)."""
+    found = {ex["label"] for ex in examples}
+
+    def key(label: str):
+        try:
+            return (0, float(label), label)
+        except ValueError:
+            return (1, 0.0, label)
+
+    return sorted(found, key=key)
+
+
+def _limit(examples, n, seed):
+    if n is None or n >= len(examples):
+        return examples
+    rng = random.Random(seed)
+    return [examples[i] for i in sorted(rng.sample(range(len(examples)), n))]
+
+
+# ------------------------------------------------------------------ model
+
+
+def _family(path) -> str:
+    from ..hub import resolve
+    from ..models.hf_io import read_config
+
+    return read_config(resolve(path))["model_type"]
+
+
+def prepare_model(path, head: str, labels: list[str] | None):
+    """The checkpoint with the head for `head`; a classification head sized and named by `labels`."""
+    from ..hub import load
+
+    model, tok = load(path, task=head)
+    if tok is None:
+        raise ModelError(f"{path} has no tokenizer files; fine-tuning needs the model's tokenizer")
+    if head == "classification" and labels is not None:
+        want = dict(enumerate(labels))
+        if model.config.id2label != want:
+            model = with_labels(model, want)
+    if model.family == "gpt2" and model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.eos_token_id  # so a saved classifier pools correctly in transformers too
+    return model, tok
+
+
+def with_labels(model, id2label: dict[int, str]):
+    """The same model with a classification head for a new label set: every tensor whose shape still fits is
+    kept (the backbone, BERT's pooler, RoBERTa's dense layer); the output projection starts afresh."""
+    config = dataclasses.replace(model.config, id2label=id2label)
+    new = type(model)(config, model.task).to(next(model.parameters()).dtype)
+    target = new.state_dict()
+    keep = {k: v for k, v in model.state_dict().items() if k in target and target[k].shape == v.shape}
+    fresh = sorted(set(target) - set(keep))
+    if any(not k.startswith("head.") for k in fresh):
+        raise RuntimeError(f"re-heading {model.family} would reinitialise backbone tensors: {fresh}")
+    target.update(keep)
+    new.load_state_dict(target)  # strict: every key is filled, kept or fresh
+    log.info("new classification head for %d labels: %s", len(id2label), ", ".join(fresh))
+    return new.eval()
+
+
+def training_items(p: Predictor, examples: list[dict]) -> tuple[list, Callable]:
+    """Examples -> the items the mode trains on, and the collate function that batches them."""
+    tok, mode, spec = p.tokenizer, p.mode, p.task
+    if mode == "classify":
+        index = {name: i for i, name in p.model.config.id2label.items()}
+        items = [{"text": ex["text"], "text_pair": ex.get("text_pair"), "label_id": index[ex["label"]]}
+                 for ex in examples]
+        return items, fm.ClassifyCollator(tok, p.max_length)
+    if mode == "span":
+        feats = fm.span_features(tok, examples, p.max_length, p.stride, train=True)
+        if not feats:
+            raise ModelError(f"no training window holds its whole answer; raise --max-length (now {p.max_length})")
+        return feats, fm.SpanCollator(tok, fm.with_types(tok))
+    if mode == "causal":
+        items = [b for ex in examples for b in fm.causal_blocks(tok, ex["text"], p.max_length)]
+        if not items:
+            raise ModelError("the training text is too short to make a single block of two tokens")
+        return items, fm.CausalCollator(tok)
+    if mode == "text2text":
+        items = [fm.text2text_item(tok, spec.text_input(ex), target_of(spec, ex), p.max_length, p.target_max_length)
+                 for ex in examples]
+        return items, fm.Seq2SeqCollator(tok)
+    items = [fm.prompt_item(tok, spec.prompt(ex), target_of(spec, ex), p.max_length, p.target_max_length)
+             for ex in examples]
+    return items, fm.CausalCollator(tok)
+
+
+def target_of(spec: TaskSpec, ex: dict) -> str:
+    """What a text-to-text or prompt model must write for an example."""
+    return {"classification": lambda: ex["label"], "qa": lambda: ex["answers"][0]["text"],
+            "summarization": lambda: ex["summary"], "translation": lambda: ex["target"]}[spec.kind]()
+
+
+def save(p: Predictor, out) -> None:
+    out = Path(out)
+    p.model.save_pretrained(out)
+    p.tokenizer.save_pretrained(out)
+    p.save_meta(out)
+
+
+# ------------------------------------------------------------------ the loop
+
+
+def train_loop(model, items: list, collate: Callable, *, epochs: float, max_steps: int | None, batch_size: int,
+               lr: float, weight_decay: float, warmup_ratio: float, seed: int,
+               progress: Callable[[int, int, float], None] | None = None, clip: float = 1.0) -> tuple[int, float]:
+    """AdamW with linear warmup and linear decay (lmforge.train.optim's groups and schedule), gradient
+    clipping, shuffled batches. Returns the number of steps and the mean loss of the last few. Minimal on
+    purpose: lmforge.train's loop is built around packed pretraining blocks and objectives; once it accepts
+    any batch iterator and loss, this function becomes a call to it."""
+    steps_per_epoch = math.ceil(len(items) / batch_size)
+    total = max_steps or max(1, round(epochs * steps_per_epoch))
+    warmup = int(total * warmup_ratio)
+    # The fused kernel (CPU too, since torch 2.4) is several times faster than the per-tensor loop on CPU.
+    opt = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, fused=True)
+    sched = make_scheduler(opt, warmup, total, schedule="linear")
+    g = torch.Generator().manual_seed(seed)
+    device = model.device
+    model.train()
+    step, recent = 0, []
+    while step < total:
+        for idx in _batches(items, batch_size, g):
+            batch = collate([items[j] for j in idx])
+            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            recent = (recent + [loss.item()])[-20:]
+            if progress is not None:
+                progress(step, total, sum(recent) / len(recent))
+            if step % 50 == 0:
+                log.info("step %d/%d loss %.4f", step, total, sum(recent) / len(recent))
+            if step >= total:
+                break
+    model.eval()
+    return step, sum(recent) / max(len(recent), 1)
+
+
+def _batches(items: list, batch_size: int, g: torch.Generator, pool: int = 50) -> list[list[int]]:
+    """Shuffled batches of similar length (transformers' `group_by_length`): shuffle, sort each pool of
+    `pool` batches by length, cut into batches, shuffle the batches. Less padding, the same data per epoch."""
+    order = torch.randperm(len(items), generator=g).tolist()
+    size = pool * batch_size
+    batches = []
+    for start in range(0, len(order), size):
+        chunk = sorted(order[start:start + size], key=lambda j: _length(items[j]), reverse=True)
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
+
+def _length(item) -> int:
+    if isinstance(item, fm.SpanFeature):
+        return len(item.input_ids)
+    if "input_ids" in item:
+        return len(item["input_ids"])
+    return len(item["text"]) + len(item.get("text_pair") or "")  # characters: a proxy before tokenising
