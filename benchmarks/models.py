@@ -20,6 +20,7 @@ import tempfile
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch
 import transformers
@@ -75,18 +76,22 @@ def train_step(model, optimizer, batch: dict, bf16: bool) -> None:
     optimizer.step()
 
 
-def time_steps(model, batch: dict, bf16: bool, warmup: int, steps: int) -> float:
-    """Seconds per step, median of `steps` after `warmup` untimed steps."""
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    for _ in range(warmup):
-        train_step(model, optimizer, batch, bf16)
-    times = []
+def time_pair(models: list, batch: dict, bf16: bool, warmup: int, steps: int) -> list[float]:
+    """Median seconds per step of each model; steps alternate between the models so that load from
+    elsewhere on the machine falls on both alike."""
+    optimizers = []
+    for model in models:
+        model.train()
+        optimizers.append(torch.optim.AdamW(model.parameters(), lr=1e-4))
+        for _ in range(warmup):
+            train_step(model, optimizers[-1], batch, bf16)
+    times = [[] for _ in models]
     for _ in range(steps):
-        t0 = time.perf_counter()
-        train_step(model, optimizer, batch, bf16)
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+        for model, optimizer, t in zip(models, optimizers, times):
+            t0 = time.perf_counter()
+            train_step(model, optimizer, batch, bf16)
+            t.append(time.perf_counter() - t0)
+    return [sorted(t)[len(t) // 2] for t in times]
 
 
 def step_flops(model, batch: dict) -> int:
@@ -144,8 +149,7 @@ def main(argv=None) -> None:
         tokens = args.batch * args.seq
         for precision in precisions:
             bf16 = precision == "bf16"
-            t_ours = time_steps(ours, batch, bf16, args.warmup, args.steps)
-            t_theirs = time_steps(theirs, batch, bf16, args.warmup, args.steps)
+            t_ours, t_theirs = time_pair([ours, theirs], batch, bf16, args.warmup, args.steps)
             mfu = lambda t: f"{flops / t / peaks[precision]:.1%}"
             print(f"| {family} | {precision} | {tokens / t_ours:,.0f} | {tokens / t_theirs:,.0f} | "
                   f"{t_theirs / t_ours:.2f}x | {mfu(t_ours)} | {mfu(t_theirs)} |", flush=True)

@@ -6,7 +6,7 @@ from lmforge.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["info"], ["embed"], ["convert"], ["demo"], ["tokenizer"], ["tokenizer", "train"]])
+@pytest.mark.parametrize("command", [[], ["info"], ["embed"], ["convert"], ["demo"], ["generate"], ["tokenizer"], ["tokenizer", "train"]])
 def test_every_command_has_help(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
@@ -38,3 +38,16 @@ def test_convert_round_trip(tmp_path):
     result = runner.invoke(app, ["convert", str(tmp_path / "a"), str(tmp_path / "b"), "--task", "classification"])
     assert result.exit_code == 0, result.output
     assert load_model(tmp_path / "b").task == "classification"
+
+
+def test_generate_streams_reproducibly_from_the_demo_model():
+    outputs = [runner.invoke(app, ["generate", "ROMEO:", "--max-tokens", "12", "--seed", seed]) for seed in "1123"]
+    assert all(o.exit_code == 0 for o in outputs), outputs[0].output
+    assert outputs[0].output == outputs[1].output
+    assert all(o.output.rstrip().endswith(("(length)", "(stop)")) for o in outputs)
+    assert any(len(o.output.strip().splitlines()) > 1 for o in outputs)  # some seed produced text
+
+
+def test_generate_refuses_an_encoder_only_model_in_one_line():
+    result = runner.invoke(app, ["generate", "hello", "--model", "demo-bert"])
+    assert result.exit_code == 1 and "encoder-only" in result.output and "Traceback" not in result.output

@@ -25,6 +25,10 @@ def resolve(name_or_path: str | Path) -> Path:
     if path.exists():
         return path
     name = str(name_or_path)
+    if name.startswith("demo-"):  # the small checkpoints bundled with lmforge: demo-gpt2, demo-t5, …
+        from . import demo_models
+
+        return demo_models.path(name.removeprefix("demo-"))
     if name in PACKAGED:
         package, getter = PACKAGED[name]
         try:
