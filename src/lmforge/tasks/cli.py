@@ -100,6 +100,8 @@ def finetune_cmd(
 
             def progress(step, total, loss):
                 bar.update(job, completed=step, total=total, loss=loss)
+                if not console.is_terminal and (step % 50 == 0 or step == total):  # logs and pipes: a line now and then
+                    console.print(f"step {step}/{total} loss {loss:.4f}")
 
             result = finetune(args, progress)
     except ModelError as e:
