@@ -22,7 +22,7 @@ ModelArg = Annotated[str, typer.Argument(help="A model folder, a packaged model 
 
 def _fail(e: Exception) -> None:
     """One clear sentence on stderr and exit code 1: users never see a traceback for bad input."""
-    err.print(f"[bold red]error:[/] {e}")
+    err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -95,6 +95,34 @@ def convert(
     console.print(f"wrote {m.family} ({m.task}, {m.num_parameters():,} parameters) to {out}")
 
 
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="The text to continue (T5: the input, e.g. 'summarize: ...').")],
+    model: Annotated[str, typer.Option(help="A generative model: gpt2, xlnet or t5 family.")] = "demo-gpt2",
+    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 64,
+    temperature: Annotated[float, typer.Option(help="0 = greedy; higher = more random.")] = 0.8,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.95,
+    stop: Annotated[Optional[list[str]], typer.Option(help="Stop when this text appears (repeatable).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Makes sampling reproducible.")] = None,
+) -> None:
+    """Generate text from a prompt, streamed to the terminal."""
+    from . import load
+    from .generate import SamplingParams, stream
+
+    try:
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop or [], seed=seed)
+        m, tok = load(model, task="lm")
+        if tok is None:
+            raise ModelError(f"{model} has no tokenizer files, so it cannot generate text")
+        finish = None
+        for [choice] in stream(m, tok, prompt, params):
+            console.print(choice.text, end="", highlight=False, markup=False)
+            finish = choice.finish_reason or finish
+    except (ModelError, ValueError) as e:
+        _fail(e)
+    console.print(f"\n[dim]({finish})[/]")
+
+
 @tokenizer_app.command("train")
 def tokenizer_train(
     files: Annotated[list[Path], typer.Argument(help="Plain-text corpus files.", exists=True, dir_okay=False)],
@@ -120,6 +148,29 @@ def demo() -> None:
 
     run_demo(console)
 
+
+from .tasks.cli import register as _register_tasks  # noqa: E402  (finetune, eval)
+
+_register_tasks(app)
+
+from .train.cli import register as _register_pretrain  # noqa: E402  (pretrain)
+
+_register_pretrain(app)
+
+from .safety.cli import register as _register_safety  # noqa: E402  (data scrub|index, detect, audit bias|log)
+
+_register_safety(app)
+
+from .study.cli import register as _register_study  # noqa: E402  (compare)
+
+_register_study(app)
+
+
+from .serve.commands import keys_app, serve, usage  # noqa: E402  (the API server's commands)
+
+app.command()(serve)
+app.command()(usage)
+app.add_typer(keys_app, name="keys")
 
 if __name__ == "__main__":
     app()

@@ -68,6 +68,8 @@ def create_app(settings: Settings | None = None, models: list[ServedModel] | Non
     app.include_router(openai.router)
     app.include_router(usage.router)
     app.include_router(health.router)
+    from ..studio import install as install_studio  # studio: console under /studio, bot channels under /bots
+    install_studio(app)
     return app
 
 

@@ -53,6 +53,8 @@ def serve(
         _, key = create_key(db, "development")
         console.print("[bold]A development key was created (it is shown only this once; only its hash is stored):[/]")
         console.print(f"    {key}")
+    from ..studio import announce_admin  # studio: create the admin account on first start, show its password once
+    announce_admin(db, console, settings)
     db.dispose()
     try:
         with console.status("loading models (the first start builds the demo models)…"):

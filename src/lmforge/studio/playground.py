@@ -1,0 +1,130 @@
+"""The playground and the keys & usage pages. The playground calls the same serving code as /v1, with a
+key that belongs to the user's workspace (created on first use, labelled `playground`), so its runs are
+counted and priced like any API call."""
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime, timedelta, timezone
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import RedirectResponse
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from ..bots.tables import Workspace, WorkspaceKey
+from ..serve import protocol as p
+from ..serve import serving
+from ..serve.accounting import usage_report
+from ..serve.auth import create_key, revoke_key
+from ..store import ApiKey
+from .deps import Ctx, StudioError, checked, current, not_found
+
+router = APIRouter(prefix="/studio", include_in_schema=False)
+
+
+def workspace_keys(ctx: Ctx, internal: bool | None = None) -> list[tuple[ApiKey, WorkspaceKey]]:
+    q = (select(ApiKey, WorkspaceKey).join(WorkspaceKey, WorkspaceKey.key_id == ApiKey.id)
+         .where(WorkspaceKey.workspace_id == ctx.workspace_id).order_by(ApiKey.id))
+    if internal is not None:
+        q = q.where(WorkspaceKey.internal == internal)
+    with ctx.db.session() as s:
+        return [tuple(r) for r in s.execute(q).all()]
+
+
+def _new_key(ctx: Ctx, label: str, internal: bool = False, **limits) -> tuple[ApiKey, str]:
+    with ctx.db.session() as s:
+        ws = s.get(Workspace, ctx.workspace_id)
+    # api_keys.name is unique server-wide: qualify it with the workspace and a random suffix
+    row, key = create_key(ctx.db, f"{ws.name}/{label}/{secrets.token_hex(3)}", **limits)
+    with ctx.db.session() as s:
+        s.add(WorkspaceKey(key_id=row.id, workspace_id=ctx.workspace_id, label=label, internal=internal))
+    return row, key
+
+
+def playground_key(ctx: Ctx) -> ApiKey:
+    for key, _ in workspace_keys(ctx, internal=True):
+        if key.revoked_at is None:
+            return key
+    return _new_key(ctx, "playground", internal=True)[0]
+
+
+def _models(ctx: Ctx) -> list[str]:
+    return sorted(n for n, m in ctx.request.app.state.lmforge.models.items() if m.kind == "generate")
+
+
+@router.get("/playground")
+def playground(ctx: Ctx = Depends(current)):
+    state = ctx.request.app.state.lmforge
+    prices = {m: state.prices.models.get(m, state.prices.default).model_dump() for m in _models(ctx)}
+    return ctx.render("playground.html", models=_models(ctx), prices=json.dumps(prices),
+                      base=str(ctx.request.base_url).rstrip("/"))
+
+
+@router.post("/playground/run")
+async def run(ctx: Ctx = Depends(checked)):
+    """JSON {model, mode: chat|completion, messages | prompt, temperature, top_p, max_tokens, stop} ->
+    the OpenAI server-sent events stream, with usage in the last chunk."""
+    body = await ctx.request.json()
+    if not isinstance(body, dict):
+        raise StudioError(400, "Send a JSON object.")
+    common = {k: body[k] for k in ("model", "temperature", "top_p", "max_tokens", "stop") if body.get(k) not in (None, "", [])}
+    common.update(stream=True, stream_options={"include_usage": True})
+    state = ctx.request.app.state.lmforge
+    key = playground_key(ctx)
+    try:
+        if body.get("mode") == "completion":
+            return await serving.completions(state, key, p.CompletionRequest(prompt=body.get("prompt", ""), **common))
+        return await serving.chat_completions(state, key, p.ChatCompletionRequest(messages=body.get("messages", []),
+                                                                                  **common))
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise StudioError(400, f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+
+
+# ---------------------------------------------------------------------------------------------- keys
+
+
+@router.get("/keys")
+def keys_page(ctx: Ctx = Depends(current), days: int = 30):
+    rows = workspace_keys(ctx)
+    names = {k.name: wk.label for k, wk in rows}
+    start = datetime.now(timezone.utc) - timedelta(days=max(1, min(days, 365)))
+    usage = [dict(r, label=names[r["key"]]) for r in usage_report(ctx.db, start=start) if r["key"] in names]
+    new_key = ctx.request.cookies.get("lmforge_new_key")  # shown once, right after creation
+    resp = ctx.render("keys.html", keys=rows, usage=usage, days=days, new_key=new_key,
+                      total=sum(r["cost_usd"] for r in usage))
+    if new_key:
+        resp.delete_cookie("lmforge_new_key", path="/studio/keys")
+    return resp
+
+
+@router.post("/keys")
+async def keys_create(ctx: Ctx = Depends(checked)):
+    form = await ctx.request.form()
+    label = str(form.get("label", "")).strip()[:60]
+    if not label:
+        raise StudioError(400, "Give the key a name.")
+
+    def limit(name, cast):
+        v = str(form.get(name, "")).strip()
+        return cast(v) if v else None
+
+    try:
+        _, key = _new_key(ctx, label, rpm=limit("rpm", int), tpm=limit("tpm", int), budget_usd=limit("budget", float))
+    except ValueError as e:
+        raise StudioError(400, f"Key not created: {e}") from None
+    resp = RedirectResponse("/studio/keys", status_code=303)
+    # the key travels once in a short-lived, HttpOnly cookie scoped to the keys page, not in the URL (logs)
+    resp.set_cookie("lmforge_new_key", key, max_age=60, httponly=True, samesite="strict", path="/studio/keys",
+                    secure=ctx.studio.settings.cookie_secure)
+    return resp
+
+
+@router.post("/keys/{key_id}/revoke")
+def keys_revoke(key_id: int, ctx: Ctx = Depends(checked)):
+    match = [k for k, _ in workspace_keys(ctx) if k.id == key_id]
+    if not match:
+        raise not_found()
+    revoke_key(ctx.db, match[0].name)
+    return RedirectResponse("/studio/keys", status_code=303)

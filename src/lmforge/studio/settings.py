@@ -1,0 +1,21 @@
+"""Studio settings (environment variables with the LMFORGE_STUDIO_ prefix)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StudioSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LMFORGE_STUDIO_", env_file=".env", extra="ignore")
+
+    embedder: Literal["minilm", "hashing"] = "minilm"
+    """Sentence embeddings for bots: MiniLM (real bots) or hashing (tests, machines without the model)."""
+    cookie_secure: bool = False
+    """Send the session cookie over HTTPS only; set true behind TLS."""
+    session_hours: int = 12
+    login_max_failures: int = 5
+    """Failed sign-ins allowed per username (and 4x per address) in `login_window_s` before refusing."""
+    login_window_s: int = 900
+    train_in_thread: bool = True
+    """Train in a background thread (the page shows progress); false trains inside the request (tests)."""
