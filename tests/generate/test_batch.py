@@ -5,7 +5,7 @@ import torch
 
 from lmforge.generate import Batcher, SamplingParams, generate
 
-from test_sampling import TOK, tiny  # tests/generate is on sys.path (pytest rootdir-relative import)
+from .test_sampling import TOK, tiny
 
 
 

@@ -2,7 +2,7 @@
 panel, channels, monitor, improve; and that conversations survive a restart."""
 import json
 
-from conftest import PASSWORD, Browser, make_client, sign_in
+from .conftest import PASSWORD, Browser, make_client, sign_in
 
 from lmforge.serve import Settings
 from lmforge.store import Database

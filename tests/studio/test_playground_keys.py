@@ -2,7 +2,7 @@
 and usage pages."""
 import json
 
-from conftest import Browser, make_client
+from .conftest import Browser, make_client
 
 
 def sse(text: str) -> list[dict]:

@@ -3,7 +3,7 @@ import hashlib
 import hmac
 import json
 
-from conftest import PASSWORD, Browser, csrf_of, make_client, sign_in
+from .conftest import PASSWORD, Browser, csrf_of, make_client, sign_in
 
 SCRIPT = "<script>alert('x')</script>"
 

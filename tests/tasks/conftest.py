@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from synthetic_data import MARKER, WORDS, marker_sentence
+from .synthetic_data import MARKER, WORDS, marker_sentence
 
 from lmforge.models.hf_io import model_class
 from lmforge.models.presets import TINY, make_config

@@ -1,7 +1,7 @@
 """`lmforge finetune` and `lmforge eval` end to end on a tiny CSV."""
 import json
 
-from synthetic_data import marker_rows, write_csv
+from .synthetic_data import marker_rows, write_csv
 from typer.testing import CliRunner
 
 from lmforge.cli import app

@@ -2,7 +2,7 @@
 import random
 
 import pytest
-from synthetic_data import MARKER, WORDS, marker_rows, write_csv, write_jsonl
+from .synthetic_data import MARKER, WORDS, marker_rows, write_csv, write_jsonl
 
 import lmforge
 from lmforge.models import ModelError

@@ -2,7 +2,7 @@
 import json
 
 import pytest
-from synthetic_data import write_csv, write_jsonl
+from .synthetic_data import write_csv, write_jsonl
 
 from lmforge.models import ModelError
 from lmforge.tasks.finetune import infer_labels

@@ -253,7 +253,7 @@ def figures(r: dict, folder: Path) -> list[Path]:
                     ms=3)
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("loss (nats per predicted token)")
-    ax.set_title("Pretraining: validation (solid) and training (dashed) loss, each on its own objective")
+    ax.set_title("Pretraining: validation (solid) and training (dashed) loss,\neach on its own objective", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
