@@ -29,8 +29,10 @@ import torch
 import transformers
 from tokenizers import Tokenizer as Backend
 from tokenizers import models as tok_models
-from torch.utils.flop_counter import FlopCounterMode
 
+from common import add_size_args, step_flops
+from common import peaks as matmul_peaks
+from common import sizes as size_dict
 from lmforge.models import load_model
 from lmforge.models.presets import hf_config_dict
 from lmforge.objectives import Blocks, CausalLM, MaskedLM, PermutationLM, SpanCorruption
@@ -129,43 +131,15 @@ def time_steps(model, collate, b: Blocks, bf16: bool, warmup: int, steps: int) -
     return sorted(times)[len(times) // 2]
 
 
-def step_flops(model, batch: dict) -> int:
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(**batch).loss.backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--families", default=",".join(HF_CLASSES))
-    p.add_argument("--precisions", default="fp32,bf16")
-    p.add_argument("--layers", type=int, default=6)
-    p.add_argument("--hidden", type=int, default=512)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--ffn", type=int, default=2048)
-    p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--steps", type=int, default=2)
+    add_size_args(p, steps=2)
     args = p.parse_args(argv)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    sizes = dict(layers=args.layers, hidden=args.hidden, heads=args.heads, ffn=args.ffn, vocab=args.vocab,
-                 max_len=max(512, args.seq))
+    sizes = size_dict(args)
     precisions = args.precisions.split(",")
-    peaks = {p: matmul_peak(torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
+    peaks = matmul_peaks(precisions)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} threads; "
           + ", ".join(f"{p} matmul peak {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()), flush=True)
     print(f"L={args.layers} H={args.hidden} heads={args.heads} FF={args.ffn} vocab={args.vocab} batch={args.batch} "
