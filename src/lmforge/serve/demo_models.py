@@ -24,7 +24,7 @@ def default_models(home: Path) -> list[str]:
 
     bundled = [f for f in ("gpt2", "t5") if f in demo_models.available()]
     missing = [f for f in ("gpt2", "t5") if f not in bundled]
-    return [*(str(demo_models.path(f)) for f in bundled), *build_demo_models(home, missing), EMBEDDER]
+    return [*(f"demo-{f}" for f in bundled), *build_demo_models(home, missing), EMBEDDER]  # lmforge.load names
 
 
 def build_demo_models(home: Path, families: list[str] = ("gpt2", "t5")) -> list[str]:
