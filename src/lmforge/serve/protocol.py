@@ -262,3 +262,10 @@ class UsageReport(BaseModel):
     end: int | None
     data: list[UsageRow]
     total_cost_usd: float
+
+
+class ModerationRequest(BaseModel):
+    """POST /v1/moderations (the response is safety.moderation's OpenAI-shaped dict)."""
+
+    input: str | list[str]
+    model: str | None = None
