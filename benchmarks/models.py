@@ -7,8 +7,10 @@ One step is forward + backward + AdamW on the family's pretraining head: BERT/Ro
 positions labelled), GPT-2 causal LM, XLNet permutation LM (two-stream, 1/6 of positions predicted),
 T5 span-corruption shape (encoder 256 tokens, decoder 64). Both implementations get the same weights
 (ours is loaded from the `transformers` checkpoint) and the same batch. Tokens/s counts input tokens.
-Model-FLOPs utilisation (MFU) = FLOPs of one step (counted by torch's FlopCounterMode on our model) / step
-time / the matmul peak measured here at the same precision.
+Our BERT/RoBERTa step computes the MLM output layer only at the labelled positions, as `lmforge pretrain`
+does (same loss and gradients; transformers computes it at every position). Model-FLOPs utilisation (MFU) =
+FLOPs of each implementation's own step (counted by torch's FlopCounterMode) / step time / the matmul peak
+measured here at the same precision.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from common import peaks as matmul_peaks
 from common import sizes as size_dict
 from lmforge.models import load_model
 from lmforge.models.presets import hf_config_dict
+from lmforge.objectives import MaskedLM
 
 HF_CLASSES = {
     "bert": "BertForMaskedLM",
@@ -38,6 +41,10 @@ HF_CLASSES = {
     "xlnet": "XLNetLMHeadModel",
     "t5": "T5ForConditionalGeneration",
 }
+
+
+# What `lmforge pretrain` passes to the forward (objectives' `train_kwargs`): MLM logits only where labelled.
+TRAIN_KWARGS = {"bert": MaskedLM.train_kwargs, "roberta": MaskedLM.train_kwargs}
 
 
 def make_batch(family: str, batch: int, seq: int, vocab: int, gen: torch.Generator) -> dict:
@@ -78,18 +85,18 @@ def train_step(model, optimizer, batch: dict, bf16: bool) -> None:
     optimizer.step()
 
 
-def time_pair(models: list, batch: dict, bf16: bool, warmup: int, steps: int) -> list[float]:
-    """Median seconds per step of each model; steps alternate between the models so that load from
+def time_pair(runs: list[tuple], bf16: bool, warmup: int, steps: int) -> list[float]:
+    """Median seconds per step of each (model, batch); steps alternate between the models so that load from
     elsewhere on the machine falls on both alike."""
     optimizers = []
-    for model in models:
+    for model, batch in runs:
         model.train()
         optimizers.append(torch.optim.AdamW(model.parameters(), lr=1e-4))
         for _ in range(warmup):
             train_step(model, optimizers[-1], batch, bf16)
-    times = [[] for _ in models]
+    times = [[] for _ in runs]
     for _ in range(steps):
-        for model, optimizer, t in zip(models, optimizers, times):
+        for (model, batch), optimizer, t in zip(runs, optimizers, times):
             t0 = time.perf_counter()
             train_step(model, optimizer, batch, bf16)
             t.append(time.perf_counter() - t0)
@@ -119,14 +126,15 @@ def main(argv=None) -> None:
             theirs.save_pretrained(d)
             ours = load_model(d)
         batch = make_batch(family, args.batch, args.seq, args.vocab, torch.Generator().manual_seed(0))
-        flops = step_flops(ours, batch)
+        runs = [(ours, batch | TRAIN_KWARGS.get(family, {})), (theirs, batch)]
+        flops = [step_flops(model, b) for model, b in runs]
         tokens = args.batch * args.seq
         for precision in precisions:
             bf16 = precision == "bf16"
-            t_ours, t_theirs = time_pair([ours, theirs], batch, bf16, args.warmup, args.steps)
-            mfu = lambda t: f"{flops / t / peaks[precision]:.1%}"
+            t_ours, t_theirs = time_pair(runs, bf16, args.warmup, args.steps)
+            mfu = lambda f, t: f"{f / t / peaks[precision]:.1%}"
             print(f"| {family} | {precision} | {tokens / t_ours:,.0f} | {tokens / t_theirs:,.0f} | "
-                  f"{t_theirs / t_ours:.2f}x | {mfu(t_ours)} | {mfu(t_theirs)} |", flush=True)
+                  f"{t_theirs / t_ours:.2f}x | {mfu(flops[0], t_ours)} | {mfu(flops[1], t_theirs)} |", flush=True)
 
 
 if __name__ == "__main__":

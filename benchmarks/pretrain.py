@@ -164,7 +164,7 @@ def main(argv=None) -> None:
             ours = load_model(d)
         objective = our_objective(family, tok)
         b = blocks(family, tok, args.batch, args.seq, np.random.default_rng(0), objective)
-        ours_collate = lambda x, o=objective: o(x, 0)  # noqa: E731
+        ours_collate = lambda x, o=objective: o(x, 0) | getattr(o, "train_kwargs", {})  # as `lmforge pretrain`
         theirs_collate = their_collator(family, tok, objective)
         their_name = {"bert": "MLM collator", "roberta": "MLM collator", "gpt2": "CLM collator",
                       "xlnet": "PLM collator", "t5": "ours (none in transformers)"}[family]

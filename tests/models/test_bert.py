@@ -256,3 +256,41 @@ def test_all_minilm_embeddings_match_sentence_transformers():
         texts, normalize_embeddings=True, convert_to_tensor=True
     )
     torch.testing.assert_close(ours, theirs.cpu(), atol=1e-5, rtol=0)
+
+
+SPARSE_CASES = [(fam, task) for fam, (cls, _) in OURS.items() for task in ("lm", "pretraining") if task in cls.architectures]
+
+
+@pytest.mark.parametrize("family,task", SPARSE_CASES)
+def test_sparse_logits_give_the_same_loss_and_gradients(family, task):
+    """The training path scores only labelled positions: same loss, same gradients, logits = full[labelled]."""
+    cls, config_cls = OURS[family]
+    torch.manual_seed(0)
+    model = cls(config_cls(**TINY), task).eval()
+    kw = batch(family)
+    g = torch.Generator().manual_seed(2)
+    labels = torch.where(torch.rand(kw["input_ids"].shape, generator=g) < 0.3, kw["input_ids"], -100)
+    extra = {"next_sentence_label": torch.tensor([0, 1, 1])} if task == "pretraining" else {}
+    outs, grads = [], []
+    for sparse in (False, True):
+        model.zero_grad()
+        out = model(**kw, labels=labels, **extra, sparse_logits=sparse)
+        out.loss.backward()
+        outs.append(out)
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    full, sparse = outs
+    keep = labels != -100
+    assert sparse.logits.shape == (int(keep.sum()), TINY["vocab_size"])
+    torch.testing.assert_close(sparse.logits, full.logits[keep], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(sparse.loss, full.loss, atol=1e-6, rtol=1e-5)
+    assert len(grads[0]) == len(grads[1])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_sparse_logits_need_labels_and_an_lm_task():
+    model = BertModel(BertConfig(**tiny("classification")), "classification")
+    with pytest.raises(ModelError, match="sparse_logits needs labels"):
+        model(**batch("bert"), labels=torch.tensor([0, 1, 2]), sparse_logits=True)
+    with pytest.raises(ModelError, match="sparse_logits needs labels"):
+        BertModel(BertConfig(**TINY), "lm")(**batch("bert"), sparse_logits=True)

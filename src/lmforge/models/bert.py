@@ -190,8 +190,9 @@ class PreTrainingHeads(nn.Module):
         self.predictions = MaskedLMHead(config, ACTIVATIONS[config.hidden_act])
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.predictions(h), self.seq_relationship(self.pooler(h))
+    def forward(self, h: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """MLM logits at every position, or at `keep` (bool (B, T)) only; NSP logits from [CLS]."""
+        return self.predictions(h if keep is None else h[keep]), self.seq_relationship(self.pooler(h))
 
 
 class PooledClassifier(nn.Module):
@@ -234,6 +235,12 @@ class BertModel(PreTrainedModel):
       base            last hidden states (B, T, H), as every family; `pooler_output` (B, H)
       pretraining     MLM logits (B, T, V) + `seq_relationship_logits` (B, 2); loss = MLM + NSP (those given)
       lm              MLM logits (B, T, V)
+
+    `sparse_logits=True` (lm/pretraining, with labels) computes the MLM head only where labels != -100 and
+    returns those logits as (N, V), in row-major order of the labelled positions (`logits[i]` belongs to
+    `labels[labels != -100][i]`). The loss is the same; the step is cheaper, because the vocabulary projection
+    is the biggest matmul of a BERT step and only ~15% of positions carry a loss (sparse prediction, as
+    MosaicBERT does). Training uses it; the default keeps the full (B, T, V) logits of transformers.
       classification  (B, num_labels)
       qa              (B, T, 2) start/end logits; `labels` (B, 2)
     """
@@ -353,14 +360,21 @@ class BertModel(PreTrainedModel):
         position_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         next_sentence_label: torch.Tensor | None = None,
+        sparse_logits: bool = False,
     ) -> ModelOutput:
         if next_sentence_label is not None and self.task != "pretraining":
             raise ModelError(f"next_sentence_label needs task 'pretraining', not {self.task!r}")
         if labels is not None and self.task == "base":
             raise ModelError("task 'base' has no loss; labels need a head task such as 'lm' or 'classification'")
+        keep = None
+        if sparse_logits:
+            if labels is None or self.task not in ("lm", "pretraining"):
+                raise ModelError("sparse_logits needs labels and task 'lm' or 'pretraining'")
+            keep = labels != -100
+            labels = labels[keep]
         h = self.encode(input_ids, attention_mask, token_type_ids=token_type_ids, position_ids=position_ids)
         if self.task == "pretraining":
-            logits, nsp = self.head(h)
+            logits, nsp = self.head(h, keep)
             losses = []
             if labels is not None:
                 losses.append(lm_loss(logits, labels))
@@ -370,7 +384,7 @@ class BertModel(PreTrainedModel):
             return BertOutput(logits, loss, last_hidden_state=h, seq_relationship_logits=nsp)
         if self.task == "base":
             return BertOutput(h, last_hidden_state=h, pooler_output=self.head(h))
-        logits = self.head(h)
+        logits = self.head(h if keep is None else h[keep])
         loss = None
         if labels is not None:
             loss = {"lm": lm_loss, "classification": classification_loss, "qa": span_loss}[self.task](logits, labels)

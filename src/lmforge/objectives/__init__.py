@@ -5,7 +5,8 @@
     PermutationLM    XLNet (sampled factorization order, partial prediction, two-stream targets)
     SpanCorruption   T5 (noise density 0.15, mean span 3, sentinels)
 
-Each is called as `objective(blocks, epoch) -> dict` and names the model `task` it trains.
+Each is called as `objective(blocks, epoch) -> dict` and names the model `task` it trains; `train_kwargs`,
+where an objective has it, adds keyword arguments to the model's training forward.
 """
 from .base import Blocks
 from .clm import CausalLM

@@ -14,6 +14,7 @@ this collator passes their `token_type_ids` and `next_sentence_label` through.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -35,6 +36,8 @@ class MaskedLM:
     replace_random: float = 0.1
     seed: int = 0
     shift_labels: bool = field(default=False, init=False)  # labels align with logits position for position
+    # The trainer's forward computes the MLM head only at labelled positions (same loss, ~1/3 fewer FLOPs).
+    train_kwargs: ClassVar[dict] = {"sparse_logits": True}
 
     def __post_init__(self):
         special = np.zeros(self.vocab_size, dtype=bool)

@@ -227,7 +227,7 @@ def _pretrain(args: Args, d: distributed.Dist) -> dict:
         if p.tokenizer_is_new:
             p.tokenizer.save_pretrained(out)
     optimizer_model = model
-    from .optim import make_optimizer, make_scheduler
+    from .optim import make_optimizer, make_scheduler, optimizer_step
 
     optimizer = make_optimizer(model, args.lr, args.weight_decay, betas=args.betas)
     scheduler = make_scheduler(optimizer, args.warmup, args.steps, args.schedule, args.min_lr_ratio)
@@ -267,6 +267,7 @@ def _pretrain(args: Args, d: distributed.Dist) -> dict:
     if start == 0 and len(p.val):  # the starting point of the validation curve
         last_eval = {"step": 0, **evaluate(model, p.val, p.objective, args, d, bf16)}
         log_line(last_eval)
+    train_kwargs = getattr(p.objective, "train_kwargs", {})
     try:
         for step in range(start, args.steps):
             micro = sampler.micro_batches(step, args.micro_batch, args.accumulation, d.rank, d.world_size)
@@ -279,16 +280,11 @@ def _pretrain(args: Args, d: distributed.Dist) -> dict:
                 sync = d.enabled and j < len(micro) - 1
                 with (model.no_sync() if sync else contextlib.nullcontext()):
                     with autocast(d.device, bf16):
-                        loss = model(**batch).loss
+                        loss = model(**batch, **train_kwargs).loss
                     (loss / args.accumulation).backward()
                 step_loss += loss.item() / args.accumulation
-            grad_norm = None
-            if args.clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(optimizer_model.parameters(), args.clip).item()
             lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = optimizer_step(optimizer, scheduler, optimizer_model.parameters(), args.clip)
             window_loss += step_loss
             window_steps += 1
             done = step + 1
