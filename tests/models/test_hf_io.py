@@ -95,3 +95,31 @@ def test_wrong_shape_names_key_and_shapes(tmp_path, model_type):
 def test_unknown_task(tmp_path):
     with pytest.raises(ModelError, match="has no task 'translate'"):
         model_class("bert")(make_config("bert", **TINY), "translate")
+
+
+def test_head_lmforge_lacks_is_named_and_its_backbone_loads(tmp_path):
+    """A token-classification checkpoint: clear error by default; task='base' loads the backbone as transformers
+    does, dropping the foreign head."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.RobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                        intermediate_size=37, max_position_embeddings=40)
+    torch.manual_seed(0)
+    transformers.RobertaForTokenClassification(config).save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match="names RobertaForTokenClassification, a head lmforge's roberta does not"):
+        load_model(tmp_path)
+    ours = load_model(tmp_path, task="base")
+    theirs = transformers.RobertaModel.from_pretrained(tmp_path, add_pooling_layer=False).eval()
+    ids = torch.randint(3, 99, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, theirs(ids).last_hidden_state, atol=1e-5, rtol=1e-4)
+
+
+def test_activations_match_transformers():
+    transformers = pytest.importorskip("transformers")
+    from transformers.activations import ACT2FN
+
+    from lmforge.models.layers import ACTIVATIONS
+
+    x = torch.linspace(-6, 6, 1001)
+    for name, fn in ACTIVATIONS.items():
+        torch.testing.assert_close(fn(x), ACT2FN[name](x), atol=1e-6, rtol=1e-5, msg=name)

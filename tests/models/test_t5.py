@@ -124,7 +124,9 @@ def test_transformers_checkpoint_loads_and_matches(hf_folders, version, task):
     theirs = HF_CLASS[task].from_pretrained(hf_folders[version, task]).eval()
     ours = load_model(hf_folders[version, task])
     assert ours.family == "t5" and ours.task == task
-    assert ours.config.tie_word_embeddings == (version == "v1.0")
+    assert ours.config.scale_decoder_outputs == (version == "v1.0")
+    if task == "lm":
+        assert ours.config.tie_word_embeddings == (version == "v1.0")
     b = batch()
     (o, o_loss), (t, t_loss) = our_outputs(ours, task, b), hf_outputs(theirs, task, b)
     assert_match(task, b, o, t)
@@ -171,6 +173,22 @@ def test_hub_layout_with_tied_copies_loads(hf_folders, tmp_path):
         ours = load_model(folder)
         b = batch()
         assert_match("lm", b, our_outputs(ours, "lm", b)[0], hf_outputs(theirs, "lm", b)[0])
+
+
+def test_v11_with_the_head_transformers_ties_loads(tmp_path):
+    """transformers 5 builds a v1.1 model with its LM head tied to `shared` (no rescaling) and saves no
+    lm_head.weight; loading must tie too, not ask for the missing tensor, and saving must round-trip."""
+    torch.manual_seed(0)
+    theirs = HF_CLASS["lm"](transformers.T5Config(**SIZES, **VERSIONS["v1.1"])).eval()
+    theirs.save_pretrained(tmp_path / "hf")
+    assert "lm_head.weight" not in load_file(tmp_path / "hf" / "model.safetensors")
+    ours = load_model(tmp_path / "hf")
+    assert ours.head.weight is ours.shared.weight and not ours.config.scale_decoder_outputs
+    b = batch()
+    assert_match("lm", b, our_outputs(ours, "lm", b)[0], hf_outputs(theirs, "lm", b)[0])
+    ours.save_pretrained(tmp_path / "ours")
+    again = HF_CLASS["lm"].from_pretrained(tmp_path / "ours").eval()
+    assert_match("lm", b, our_outputs(ours, "lm", b)[0], hf_outputs(again, "lm", b)[0])
 
 
 def test_tied_head_is_one_parameter():
@@ -324,14 +342,17 @@ def test_classification_needs_eos_and_bad_activation_is_refused():
     model = T5Model(T5Config.from_hf(SIZES), "classification").eval()
     with pytest.raises(ModelError, match="eos"):
         model(torch.full((2, 5), 7))
-    with pytest.raises(ModelError, match="gated-tanh"):
-        T5Config(feed_forward_proj="gated-tanh")
+    with pytest.raises(ModelError, match="gated-laplace"):
+        T5Config(feed_forward_proj="gated-laplace")
 
 
-def test_transformers5_config_for_v11_reads_as_untied():
-    """transformers 5 writes tie_word_embeddings: true plus scale_decoder_outputs: false for v1.1."""
-    assert not T5Config.from_hf({"tie_word_embeddings": True, "scale_decoder_outputs": False}).tie_word_embeddings
-    assert T5Config.from_hf({}).tie_word_embeddings
+def test_rescaling_follows_scale_decoder_outputs_else_the_tie():
+    """transformers 5 writes tie_word_embeddings: true plus scale_decoder_outputs: false for v1.1 (whether the
+    head is tied then depends on the weights); Hub configs have only tie_word_embeddings."""
+    v11_hf5 = T5Config.from_hf({"tie_word_embeddings": True, "scale_decoder_outputs": False})
+    assert v11_hf5.tie_word_embeddings and not v11_hf5.scale_decoder_outputs
+    assert not T5Config.from_hf({"tie_word_embeddings": False}).scale_decoder_outputs
+    assert T5Config.from_hf({}).tie_word_embeddings and T5Config.from_hf({}).scale_decoder_outputs
     assert T5Config.from_hf({"num_layers": 3}).num_decoder_layers == 3
 
 

@@ -251,7 +251,7 @@ def test_wrong_weight_shape_names_key_and_shapes(tmp_path):
 
 @pytest.mark.parametrize(
     "overrides,message",
-    [({"bi_data": True}, "bi_data"), ({"attn_type": "uni"}, "attn_type"), ({"ff_activation": "tanh"}, "tanh")],
+    [({"bi_data": True}, "bi_data"), ({"attn_type": "uni"}, "attn_type"), ({"ff_activation": "laplace"}, "laplace")],
 )
 def test_unsupported_config_is_refused(tmp_path, overrides, message):
     transformers.XLNetModel(hf_config(**overrides)).save_pretrained(tmp_path)

@@ -95,6 +95,10 @@ class PreTrainedModel(nn.Module):
         """Key prefix of the backbone in a checkpoint saved for `task` (Hugging Face's `base_model_prefix`)."""
         return "" if task == "base" else cls.base_prefix
 
+    @classmethod
+    def adapt_config_to_weights(cls, config: HFConfig, state: dict[str, torch.Tensor]) -> None:
+        """Settle what config.json leaves to the weights themselves (T5's tied head); nothing by default."""
+
     def hf_weight_table(self) -> dict[str, str | tuple[str, Convert]]:
         """Our parameter name -> checkpoint key (without `base_prefix` for backbone keys), optionally with a Convert."""
         raise NotImplementedError

@@ -84,13 +84,14 @@ def read_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
     raise ModelError(f"{folder} has config.json but no weights; expected one of {', '.join(WEIGHT_FILES)}")
 
 
-def task_of(cls: type[PreTrainedModel], config: dict) -> str:
-    """The task a checkpoint was saved for, from its `architectures` entry."""
+def task_of(cls: type[PreTrainedModel], config: dict) -> str | None:
+    """The task a checkpoint was saved for, from its `architectures` entry; None for a head lmforge lacks."""
     by_arch = {arch: task for task, arch in cls.architectures.items()}
-    for arch in config.get("architectures") or []:
+    archs = config.get("architectures") or []
+    for arch in archs:
         if arch in by_arch:
             return by_arch[arch]
-    return "base"
+    return None if archs else "base"
 
 
 def _split_table(model: PreTrainedModel, prefix: str) -> dict[str, tuple[str, Convert | None, bool]]:
@@ -110,12 +111,19 @@ def load_model(folder, task: str | None = None, dtype: torch.dtype = torch.float
     cls = model_class(raw["model_type"])
     config = cls.config_class.from_hf(raw)
     saved_task = task_of(cls, raw)
+    if saved_task is None and task is None:
+        raise ModelError(
+            f"{folder / 'config.json'} names {', '.join(raw['architectures'])}, a head lmforge's {cls.family} does "
+            f"not have (it has {', '.join(cls.architectures.values())}); pass a task, e.g. task='base', to load "
+            "the backbone alone"
+        )
     task = task or saved_task
-    model = cls(config, task)
     state, fname = read_state_dict(folder)
+    cls.adapt_config_to_weights(config, state)
+    model = cls(config, task)
 
     # A headed checkpoint prefixes its backbone (`bert.`, `transformer.`); a bare one does not.
-    prefix = cls.hf_prefix(saved_task)
+    prefix = cls.base_prefix if saved_task is None else cls.hf_prefix(saved_task)
     if prefix and not any(k.startswith(prefix) for k in state):
         prefix = ""  # some headed checkpoints (the original `gpt2`) store the backbone unprefixed, as transformers allows
     table = _split_table(model, prefix)
@@ -147,13 +155,18 @@ def load_model(folder, task: str | None = None, dtype: torch.dtype = torch.float
 
     leftover = [k for k in state if k not in consumed and not _ignored(cls, k)]
     if task != saved_task:
-        # What the checkpoint's own task used and ours does not (its head; T5's decoder for "encoder").
-        with torch.device("meta"):
-            saved_keys = {k for k, _, _ in _split_table(cls(config, saved_task), prefix).values()}
-        dropped = [k for k in leftover if k in saved_keys]
-        leftover = [k for k in leftover if k not in saved_keys]
+        # What the checkpoint's own task used and ours does not (its head; T5's decoder for "encoder"),
+        # or, for a head lmforge lacks, whatever lies outside the backbone.
+        if saved_task is None:
+            dropped = [k for k in leftover if prefix and not k.startswith(prefix)]
+        else:
+            with torch.device("meta"):
+                saved_keys = {k for k, _, _ in _split_table(cls(config, saved_task), prefix).values()}
+            dropped = [k for k in leftover if k in saved_keys]
+        leftover = [k for k in leftover if k not in dropped]
         if dropped:
-            log.info("dropped %d tensors of the checkpoint's %s model to load it for %s", len(dropped), saved_task, task)
+            log.info("dropped %d tensors of the checkpoint's %s model to load it for %s", len(dropped),
+                     saved_task or raw["architectures"][0], task)
     if leftover:
         raise ModelError(
             f"{folder / fname} has {len(leftover)} weights this {cls.family} config does not use, e.g. "

@@ -56,7 +56,8 @@ class T5Config(HFConfig):
     layer_norm_epsilon: float = 1e-6
     initializer_factor: float = 1.0
     feed_forward_proj: str = "relu"  # "relu" (v1.0) or "gated-gelu" (v1.1); "gated-silu", "gelu", … too
-    tie_word_embeddings: bool = True  # also switches the d_model**-0.5 rescaling before the LM head
+    tie_word_embeddings: bool = True  # the LM head shares `shared.weight`
+    scale_decoder_outputs: bool | None = None  # d_model**-0.5 before the LM head; None: as tie_word_embeddings
     pad_token_id: int = 0
     eos_token_id: int = 1
     decoder_start_token_id: int = 0  # T5 starts decoding from the pad token
@@ -65,6 +66,8 @@ class T5Config(HFConfig):
     def __post_init__(self):
         if self.num_decoder_layers is None:
             self.num_decoder_layers = self.num_layers
+        if self.scale_decoder_outputs is None:  # Hub configs: v1.0 tied and rescaled, v1.1 neither
+            self.scale_decoder_outputs = self.tie_word_embeddings
         if self.activation not in ACTIVATIONS:
             raise ModelError(
                 f"feed_forward_proj {self.feed_forward_proj!r} is not supported; use 'relu', 'gated-gelu' or "
@@ -86,14 +89,6 @@ class T5Config(HFConfig):
             return "gelu_new"
         return self.feed_forward_proj.removeprefix("gated-")
 
-    @classmethod
-    def from_hf(cls, d: dict) -> "T5Config":
-        config = super().from_hf(d)
-        # transformers 5 always writes tie_word_embeddings: true and records a v1.1 model (separate lm_head,
-        # no rescaling) as scale_decoder_outputs: false instead.
-        if d.get("scale_decoder_outputs") is False:
-            config.tie_word_embeddings = False
-        return config
 
 
 def relative_position_bucket(
@@ -347,6 +342,14 @@ class T5Model(PreTrainedModel):
     def hf_prefix(cls, task: str) -> str:
         return cls.base_prefix if task == "classification" else ""
 
+    @classmethod
+    def adapt_config_to_weights(cls, config: T5Config, state: dict[str, torch.Tensor]) -> None:
+        """transformers 5 writes `tie_word_embeddings: true` for every T5 and ties the head unless the checkpoint
+        holds an `lm_head.weight` that differs from `shared.weight`; do the same."""
+        head, shared = state.get("lm_head.weight"), state.get("shared.weight")
+        if config.tie_word_embeddings and head is not None and shared is not None and not torch.equal(head, shared):
+            config.tie_word_embeddings = False
+
     def _init_weights(self, module: nn.Module) -> None:
         """Mesh TensorFlow's init (as Hugging Face's `_init_weights`): N(0, 1/sqrt(fan-in)), q also / sqrt(d_kv)."""
         c, f = self.config, self.config.initializer_factor
@@ -457,7 +460,7 @@ class T5Model(PreTrainedModel):
             logits = h
         elif self.task == "lm":
             # v1.0 rescales before the tied head (Mesh TF); v1.1's untied head was trained without it.
-            logits = self.head(h * self.config.d_model**-0.5 if self.config.tie_word_embeddings else h)
+            logits = self.head(h * self.config.d_model**-0.5 if self.config.scale_decoder_outputs else h)
             if labels is not None:
                 loss = heads.lm_loss(logits, labels)
         elif self.task == "classification":

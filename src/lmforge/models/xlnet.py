@@ -234,7 +234,8 @@ class XLNetBackbone(nn.Module):
         """Blocked-attention masks (B, T, mlen + T), True = may not attend, for the content and query streams.
 
         A key is blocked if it is padding or if perm_mask[b, i, j] = 1 (in XLNet pretraining: j does not
-        come before i in the factorisation order). The memory is always visible. The content stream h_i also sees its own
+        come before i in the factorisation order). The memory is visible unless attention_mask, (B, mlen + T),
+        covers it too (left-padded memories of rows decoded together). The content stream h_i also sees its own
         token (the diagonal), the query stream g_i must not: that is the only difference.
 
             perm order 2,0,1   query stream (g)   content stream (h)   (x = blocked)
@@ -246,11 +247,16 @@ class XLNetBackbone(nn.Module):
         if attention_mask is None and perm_mask is None:
             return None, None
         blocked = torch.zeros(B, T, T, dtype=torch.bool, device=device)
+        mem_blocked = blocked.new_zeros(B, T, mlen)
+        if attention_mask is not None and mlen and attention_mask.shape[1] == mlen + T:
+            # A mask over memory and tokens: padding in the memories of rows of different lengths.
+            mem_blocked |= (attention_mask[:, :mlen] == 0)[:, None, :]
+            attention_mask = attention_mask[:, mlen:]
         if attention_mask is not None:
             blocked |= (attention_mask == 0)[:, None, :]
         if perm_mask is not None:
             blocked |= perm_mask > 0
-        blocked = torch.cat([blocked.new_zeros(B, T, mlen), blocked], dim=2)  # (B, T, K)
+        blocked = torch.cat([mem_blocked, blocked], dim=2)  # (B, T, K)
         own = torch.eye(T, dtype=torch.bool, device=device)
         own = torch.cat([own.new_zeros(T, mlen), own], dim=1)  # (T, K), True at (i, mlen + i)
         return blocked & ~own, blocked
@@ -427,7 +433,8 @@ class XLNetModel(PreTrainedModel):
         perm_mask (B, T, T): 1 where token i may NOT attend to token j. target_mapping (B, M, T): one-hot
         rows choosing the M positions the query stream predicts; with it the hidden states and logits
         are (B, M, ...) and lm labels are (B, M). mems: per layer (B, mlen, D) from an earlier call with
-        use_mems=True, which returns the next ones, detached, in `.mems`.
+        use_mems=True, which returns the next ones, detached, in `.mems`. attention_mask is (B, T), or
+        (B, mlen + T) to mask padding in the memory as well.
         """
         hidden, new_mems = self.transformer(
             input_ids, attention_mask, token_type_ids, perm_mask, target_mapping, mems, use_mems
