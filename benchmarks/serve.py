@@ -9,6 +9,7 @@
 
     python benchmarks/serve.py                          # CPU or the first GPU, defaults below
     python benchmarks/serve.py --tokens 128 --device cuda --precisions float32 bf16
+    python benchmarks/serve.py --size tiny --tokens 16 --clients 4    # a quick end-to-end check
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from lmforge.generate import Batcher, SamplingParams
 from lmforge.models import load_model
 
 DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
+SIZES = {"124m": {}, "tiny": dict(n_layer=2, n_embd=128, n_head=4)}  # GPT2Config overrides; 124m is the default
 
 
 class IdTokenizer:
@@ -126,7 +128,7 @@ async def clients(url, key, n, tokens) -> tuple[float, list[float], int]:
     async def one(i):
         t0 = time.perf_counter()
         first, count = None, 0
-        stream = await client.completions.create(model="gpt2-124m", prompt=[1 + i, 2, 3, 4, 5, 6, 7, 8],
+        stream = await client.completions.create(model="gpt2", prompt=[1 + i, 2, 3, 4, 5, 6, 7, 8],
                                                  max_tokens=tokens, temperature=0, stream=True,
                                                  stream_options={"include_usage": True}, logit_bias={"0": -100})
         async for chunk in stream:
@@ -156,7 +158,7 @@ def concurrent(folder, device, tokens, n_clients) -> dict:
     tok.decode = lambda ids, skip_special_tokens=True: "".join(chr(32 + i % 90) for i in ids)
     home = tempfile.mkdtemp()
     settings = Settings(home=home, port=free_port(), max_batch_rows=64)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, [serve_model(model, tok, "gpt2-124m")]),
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, [serve_model(model, tok, "gpt2")]),
                                            host="127.0.0.1", port=settings.port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -182,16 +184,17 @@ def main(argv=None):
     ap.add_argument("--tokens", type=int, default=None, help="tokens per stream (default 256 on GPU, 32 on CPU)")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--size", choices=list(SIZES), default="124m", help="GPT-2 size (tiny: a quick check)")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     tokens = args.tokens or (256 if device.type == "cuda" else 32)
     torch.manual_seed(0)
     folder = tempfile.mkdtemp()
-    transformers.GPT2LMHeadModel(transformers.GPT2Config()).save_pretrained(folder)  # 124M, random
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(**SIZES[args.size])).save_pretrained(folder)  # random
 
     print(f"device {device}{' (' + torch.cuda.get_device_name() + ')' if device.type == 'cuda' else ''}, "
           f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}, transformers {transformers.__version__}")
-    print(f"\nsingle-stream greedy decode, GPT-2 124M, {tokens} new tokens after 16 prompt tokens")
+    print(f"\nsingle-stream greedy decode, GPT-2 {args.size}, {tokens} new tokens after 16 prompt tokens")
     print("| precision | lmforge tok/s | transformers tok/s | speed-up | lmforge roofline | transformers roofline |")
     print("|---|---|---|---|---|---|")
     for precision in args.precisions:

@@ -5,24 +5,11 @@ import torch
 
 from lmforge.generate import Batcher, SamplingParams, generate
 
-from .test_sampling import TOK, tiny
+from .test_sampling import TOK, lively, tiny
 
 
 
-def lively(model):
-    """A random model whose greedy output varies with content and position (a default-initialised tiny model
-    repeats one token, which would hide a wrong position id or a misaligned padding)."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() >= 2:
-                std = 3.0 if "wpe" in name else 1.0 if any(k in name for k in ("wte", "emb", "shared", "relative")) \
-                    else 2 * p.shape[-1] ** -0.5
-                p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model
-
-
-PROMPTS = ["the cat", "a", "hello there world", "xyz.", "q"]
+PROMPTS = ["the cat", "a", "hello there world", "xyz.", "q", "be quick"]
 
 
 def run(batcher, join_at: dict[int, list[tuple[str, str, SamplingParams]]]):
@@ -31,7 +18,7 @@ def run(batcher, join_at: dict[int, list[tuple[str, str, SamplingParams]]]):
     step = 0
     while batcher.has_work or step in join_at or any(s > step for s in join_at):
         for rid, prompt, params in join_at.get(step, []):
-            batcher.add(rid, TOK.encode(prompt), params)
+            batcher.add(rid, batcher.tokenizer.encode(prompt), params)
             results[rid] = [[] for _ in range(params.n)]
         for out in batcher.step():
             for i, d in enumerate(out.deltas):
@@ -45,15 +32,31 @@ def test_batched_greedy_equals_alone(family):
     model = lively(tiny(family))
     # greedy, with a frequency penalty so that the random model does not settle into repeating one token
     greedy = lambda k: SamplingParams(max_tokens=k, temperature=0, frequency_penalty=2, logit_bias={0: -100})  # noqa: E731
-    lengths = [9, 4, 7, 12, 6]
+    lengths = [9, 4, 7, 12, 6, 8]
     alone = {f"r{i}": generate(model, TOK, p, greedy(k))[0].token_ids for i, (p, k) in enumerate(zip(PROMPTS, lengths))}
-    # r0 and r1 start together, r2 joins at step 2, r3 and r4 at step 5 (after r1 has left)
+    # r0 and r1 start together, r2 joins at step 2, r3, r4 and r5 (two choices) at step 5, after r1 has left;
+    # requests that join at the same step are prefilled together, padded to the longest prompt
+    r5 = greedy(8)
+    r5.n = 2
     schedule = {0: [("r0", PROMPTS[0], greedy(9)), ("r1", PROMPTS[1], greedy(4))],
                 2: [("r2", PROMPTS[2], greedy(7))],
-                5: [("r3", PROMPTS[3], greedy(12)), ("r4", PROMPTS[4], greedy(6))]}
+                5: [("r3", PROMPTS[3], greedy(12)), ("r4", PROMPTS[4], greedy(6)), ("r5", PROMPTS[5], r5)]}
     batched = run(Batcher(model, TOK), schedule)
-    assert {k: v[0] for k, v in batched.items()} == alone
-    assert len({tuple(t) for t in alone.values()}) == 5 and all(len(set(t)) > 1 for t in alone.values())
+    assert batched.pop("r5") == [alone["r5"]] * 2
+    assert {k: v[0] for k, v in batched.items()} == {k: v for k, v in alone.items() if k != "r5"}
+    assert len({tuple(t) for t in alone.values()}) == 6 and all(len(set(t)) > 1 for t in alone.values())
+
+
+def test_requests_joining_together_are_prefilled_in_one_pass():
+    model = tiny("gpt2")
+    calls = []
+    model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape))
+    b = Batcher(model, TOK)
+    for i, prompt in enumerate(PROMPTS[:4]):
+        b.add(str(i), TOK.encode(prompt), SamplingParams(max_tokens=3, temperature=0, n=1 + i % 2))
+    b.step()
+    longest = max(len(p) for p in PROMPTS[:4])
+    assert calls == [(4, longest), (6, 1)]  # one prefill of the 4 prompts, one decoding step for the 6 rows
 
 
 def test_batch_rows_really_share_forward_passes():

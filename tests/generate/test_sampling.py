@@ -33,6 +33,19 @@ def tiny(model_type, task="lm"):
     return model_class(model_type)(config, task).eval()
 
 
+def lively(model):
+    """A random model whose greedy output varies with content and position (a default-initialised tiny model
+    repeats one token, which would hide a wrong position id or a misaligned padding)."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                std = 3.0 if "wpe" in name else 1.0 if any(k in name for k in ("wte", "emb", "shared", "relative")) \
+                    else 2 * p.shape[-1] ** -0.5
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
 @pytest.fixture(scope="module")
 def gpt2():
     return tiny("gpt2")
@@ -127,26 +140,47 @@ def test_encoder_only_models_refuse_to_generate():
         generate(tiny("bert"), TOK, "hello")
 
 
+def xlnet_next_logits(model, ids):
+    """XLNet's next-token logits by recomputing the whole context: a placeholder appended after `ids` that
+    nothing sees, predicted through the query stream, and each context token seeing only those before it
+    (the left-to-right factorisation order)."""
+    ids = torch.cat([ids, torch.zeros(1, 1, dtype=torch.long)], 1)
+    T = ids.shape[1]
+    perm = torch.ones(T, T).triu(1)
+    perm[:, -1] = 1
+    tm = torch.zeros(1, 1, T)
+    tm[0, 0, -1] = 1
+    return model(ids, perm_mask=perm[None], target_mapping=tm).logits[0, 0]
+
+
 @pytest.mark.parametrize("model_type", ["t5", "xlnet"])
 def test_other_generative_families_greedy(model_type):
-    """T5 decodes with its cache, XLNet through the query stream; both must equal step-by-step argmax."""
-    model = tiny(model_type)
+    """T5 decodes with its cache, XLNet with its mems; both must equal step-by-step argmax without a cache."""
+    model = lively(tiny(model_type))
     prompt = torch.tensor([TOK.encode("the cat")])
-    params = SamplingParams(max_tokens=6, temperature=0, logit_bias={0: -100})
+    # a frequency penalty keeps the random model from repeating one token
+    params = SamplingParams(max_tokens=12, temperature=0, logit_bias={0: -100}, frequency_penalty=1)
     [choice] = generate(model, TOK, "the cat", params)
     expected = []
-    for _ in range(6):
+    for _ in range(12):
         if model_type == "t5":
             start = torch.tensor([[model.config.decoder_start_token_id] + expected])
             logits = model(prompt, decoder_input_ids=start).logits[0, -1]
         else:
-            ids = torch.cat([prompt, torch.tensor([expected + [0]])], 1)
-            T = ids.shape[1]
-            perm = torch.zeros(1, T, T)
-            perm[:, :, -1] = 1
-            tm = torch.zeros(1, 1, T)
-            tm[0, 0, -1] = 1
-            logits = model(ids, perm_mask=perm, target_mapping=tm).logits[0, 0]
+            logits = xlnet_next_logits(model, torch.cat([prompt, torch.tensor([expected], dtype=torch.long)], 1))
         logits[0] = float("-inf")
+        for t in expected:
+            logits[t] -= 1
         expected.append(int(logits.argmax()))
     assert choice.token_ids == expected
+    assert len(set(expected)) > 3  # a lively model, so that a wrong position or mask would show
+
+
+def test_xlnet_mems_respect_the_memory_length_setting_only_outside_decoding():
+    """A checkpoint with mem_len set still decodes with its whole context, and keeps its setting."""
+    model = lively(tiny("xlnet"))
+    params = SamplingParams(max_tokens=12, temperature=0, logit_bias={0: -100})
+    full = generate(model, TOK, "the cat", params)[0].token_ids
+    model.config.mem_len = 4
+    assert generate(model, TOK, "the cat", params)[0].token_ids == full
+    assert model.config.mem_len == 4

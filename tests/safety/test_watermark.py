@@ -8,7 +8,7 @@ import torch
 from lmforge.generate import SamplingParams, generate
 from lmforge.models.hf_io import model_class
 from lmforge.models.presets import TINY, make_config
-from lmforge.safety.watermark import (GreenLists, WatermarkConfig, WatermarkedParams, WatermarkProcessor,
+from lmforge.safety.watermark import (GreenLists, WatermarkConfig, WatermarkProcessor,
                                       detect_ids, detect_text, edit_tokens, p_value, z_score)
 
 V = 128
@@ -108,7 +108,8 @@ def test_detection_degrades_gracefully_under_edits(gpt2):
 
 def test_through_generate_api(gpt2):
     tok = WordTokenizer()
-    params = WatermarkedParams(max_tokens=60, temperature=1.0, seed=3, logit_bias={0: -100}, watermark=CFG)
+    params = SamplingParams(max_tokens=60, temperature=1.0, seed=3, logit_bias={0: -100},
+                            extra_processors=(WatermarkProcessor(CFG),))
     text = generate(gpt2, tok, "w1 w2 w3", params)[0].text
     assert detect_text(text, tok, CFG).z_score > 4
     plain = generate(gpt2, tok, "w1 w2 w3", SamplingParams(max_tokens=60, seed=3, logit_bias={0: -100}))[0].text

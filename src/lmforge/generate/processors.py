@@ -5,7 +5,7 @@ moderation) plug in as one more processor without touching the decoding loop.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -68,11 +68,14 @@ class LogitBias:
     """OpenAI's `logit_bias`: token id -> value added to its logit (-100 bans it, 100 forces it)."""
 
     bias: dict[int, float]
+    _tensors: tuple | None = field(default=None, init=False, repr=False, compare=False)  # made on first use
 
     def __call__(self, generated, logits):
-        ids = torch.tensor(list(self.bias), device=logits.device)
-        values = torch.tensor(list(self.bias.values()), dtype=logits.dtype, device=logits.device)
-        return logits.index_add(-1, ids, values.expand(logits.shape[0], -1))
+        if self._tensors is None or self._tensors[0].device != logits.device:
+            self._tensors = (torch.tensor(list(self.bias), device=logits.device),
+                             torch.tensor(list(self.bias.values()), dtype=torch.float32, device=logits.device))
+        ids, values = self._tensors
+        return logits.index_add(-1, ids, values.to(logits.dtype).expand(logits.shape[0], -1))
 
 
 class Pipeline(list):

@@ -27,6 +27,11 @@ class SamplingParams:
     n: int = 1
     seed: int | None = None
     logprobs: int | None = None  # how many top alternatives to report per token; None: no logprobs
+    # Beam search (an lmforge extension): deterministic, temperature does not apply; n best beams are returned.
+    num_beams: int = 1
+    length_penalty: float = 1.0  # hypothesis score = summed log-probability / length ** length_penalty
+    early_stopping: bool | str = False  # True, False or "never", as in transformers
+    extra_processors: tuple = ()  # more logits processors (e.g. a watermark), run on the raw logits
 
     def __post_init__(self):
         checks = [
@@ -40,10 +45,24 @@ class SamplingParams:
             ("logprobs", self.logprobs is None or 0 <= self.logprobs <= 20, "must be between 0 and 20"),
             ("logit_bias", all(-100 <= v <= 100 for v in self.logit_bias.values()), "values must be in [-100, 100]"),
             ("stop", len(self.stop) <= 8, "takes at most 8 sequences (4 from the request, 4 from a chat template)"),
+            ("num_beams", 1 <= self.num_beams <= 16, "must be between 1 and 16"),
+            ("early_stopping", self.early_stopping in (True, False, "never"), "must be true, false or 'never'"),
         ]
+        if self.num_beams > 1:
+            checks += [
+                ("n", self.n <= self.num_beams, "must not exceed num_beams (the n best beams are returned)"),
+                ("logprobs", self.logprobs is None, "is not available with beam search"),
+                ("top_p", self.top_p == 1, "does not apply to beam search, which is deterministic"),
+                ("top_k", self.top_k == 0, "does not apply to beam search, which is deterministic"),
+            ]
         for name, ok, why in checks:
             if not ok:
                 raise ValueError(f"{name} {why}")
+
+    @property
+    def rows(self) -> int:
+        """Batch rows the request occupies: one per choice, or one per beam."""
+        return max(self.n, self.num_beams)
 
     def pipeline(self) -> Pipeline:
         steps = Pipeline()
@@ -51,7 +70,8 @@ class SamplingParams:
             steps.append(Penalties(self.presence_penalty, self.frequency_penalty))
         if self.logit_bias:
             steps.append(LogitBias(self.logit_bias))
-        if self.temperature > 0:
+        steps.extend(self.extra_processors)  # before temperature and truncation, which would blunt them
+        if self.temperature > 0 and self.num_beams == 1:
             steps.append(Temperature(self.temperature))
             if self.top_k:
                 steps.append(TopK(self.top_k))
@@ -75,7 +95,8 @@ def stream(model: PreTrainedModel, tokenizer, prompt: str, params: SamplingParam
 
 
 def generate(model: PreTrainedModel, tokenizer, prompt: str, params: SamplingParams | None = None) -> list[Choice]:
-    """All `params.n` completions of `prompt`, each with its text, tokens, finish reason and logprobs."""
+    """All `params.n` completions of `prompt`, each with its text, tokens, finish reason and logprobs (with
+    `num_beams` > 1: the n best beams, best first)."""
     params = params or SamplingParams()
     choices = [Choice("", [], None, [] if params.logprobs is not None else None) for _ in range(params.n)]
     for deltas in stream(model, tokenizer, prompt, params):

@@ -11,8 +11,9 @@ The first token of a text has no previous token in that text and is not scored (
 Reliability of Watermarks" (2023, section 4) recommends: repeated n-grams otherwise inflate z on
 low-entropy text that carries no watermark.
 
-`WatermarkProcessor` is a logits processor (`generate/processors.py` protocol); `WatermarkedParams` puts it in
-front of the sampling settings of `lmforge.generate`; `detect_ids` / `detect_text` are the detector.
+`WatermarkProcessor` is a logits processor (`generate/processors.py` protocol): pass it as
+`SamplingParams(extra_processors=(WatermarkProcessor(config),))`, which runs it on the raw logits (before temperature
+and top-k/p, as in the paper's reference code); `detect_ids` / `detect_text` are the detector.
 """
 from __future__ import annotations
 
@@ -24,8 +25,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
-
-from ..generate.sampling import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -95,21 +94,6 @@ class WatermarkProcessor:
             raise ValueError(f"watermark configured for {self.config.vocab_size} logits, the model gives {logits.shape[-1]}")
         masks = torch.stack([self.green.mask(int(p)) for p in generated[:, -1].tolist()]).to(logits.device)  # (B, V)
         return logits + self.config.delta * masks.to(logits.dtype)
-
-
-@dataclass
-class WatermarkedParams(SamplingParams):
-    """SamplingParams whose pipeline starts with the watermark (before temperature and top-k/p, as in the paper's
-    reference code, where the bias acts on the raw logits): `generate(model, tok, prompt, WatermarkedParams(...,
-    watermark=WatermarkConfig(...)))`."""
-
-    watermark: WatermarkConfig | None = None
-
-    def pipeline(self):
-        steps = super().pipeline()
-        if self.watermark is not None:
-            steps.insert(0, WatermarkProcessor(self.watermark))
-        return steps
 
 
 @dataclass

@@ -51,35 +51,47 @@ def load_prices(path: Path | None = None) -> PriceTable:
 # ------------------------------------------------------------------------------------------- limits
 
 
-def _upsert(session, key_id: int, window: int, requests: int, tokens: int) -> tuple[int, int]:
-    """Add to a key's minute window atomically; returns the window's new (requests, tokens)."""
+def count(session, table, keys: dict[str, object], **add: int) -> tuple[int, ...]:
+    """Add `add` to the counters of the row of `table` with primary key `keys` (created at zero), atomically;
+    returns the row's new counters in `add`'s order. Used for the keys' minute windows here and the public
+    bot channels' (bots/ratelimit.py)."""
     dialect = session.bind.dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - other databases: read-modify-write inside the transaction
-        row = session.get(RateWindow, (key_id, window), with_for_update=True)
+        row = session.execute(select(table).where(*(table.c[k] == v for k, v in keys.items()))
+                              .with_for_update()).first()
+        values = {k: (getattr(row, k) if row is not None else 0) + v for k, v in add.items()}
         if row is None:
-            row = RateWindow(key_id=key_id, window=window, requests=0, tokens=0)
-            session.add(row)
-        row.requests += requests
-        row.tokens += tokens
-        return row.requests, row.tokens
-    table = RateWindow.__table__
-    stmt = insert(table).values(key_id=key_id, window=window, requests=requests, tokens=tokens)
+            session.execute(table.insert().values(**keys, **values))
+        else:
+            session.execute(table.update().where(*(table.c[k] == v for k, v in keys.items())).values(**values))
+        return tuple(values.values())
+    stmt = insert(table).values(**keys, **add)
     stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.key_id, table.c.window],
-        set_={"requests": table.c.requests + stmt.excluded.requests, "tokens": table.c.tokens + stmt.excluded.tokens},
-    ).returning(table.c.requests, table.c.tokens)
+        index_elements=[table.c[k] for k in keys],
+        set_={k: table.c[k] + stmt.excluded[k] for k in add},
+    ).returning(*(table.c[k] for k in add))
     return tuple(session.execute(stmt).one())
+
+
+def _upsert(session, key_id: int, window: int, requests: int, tokens: int) -> tuple[int, int]:
+    """Add to a key's minute window atomically; returns the window's new (requests, tokens)."""
+    return count(session, RateWindow.__table__, {"key_id": key_id, "window": window}, requests=requests, tokens=tokens)
+
+
+def retry_after(now: float) -> str:
+    """Seconds until the next clock minute, when a minute window's count starts again (at least 1)."""
+    return str(max(1, math.ceil((int(now // 60) + 1) * 60 - now)))
 
 
 def admit(db: Database, key: ApiKey, prompt_tokens: int, now: float | None = None) -> None:
     """Count one request against the key's limits, or raise 429 (with Retry-After) if it would exceed them."""
     now = time.time() if now is None else now
     window = int(now // 60)
-    retry = {"Retry-After": str(max(1, math.ceil((window + 1) * 60 - now)))}
+    retry = {"Retry-After": retry_after(now)}
     with db.session() as s:
         spent = s.scalar(select(ApiKey.spent_usd).where(ApiKey.id == key.id))
         if key.budget_usd is not None and spent >= key.budget_usd:

@@ -16,7 +16,7 @@ from .accounting import load_prices
 from .auth import create_key, find_key
 from .engine import ServedModel, load_chat_templates, load_served
 from .metrics import Metrics
-from .routes import health, moderations, openai, usage
+from .routes import health, moderations, openai, usage, watermark
 from .serving import AppState
 from .settings import Settings
 
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, models: list[ServedModel] | Non
     app.include_router(openai.router)
     app.include_router(usage.router)
     app.include_router(moderations.router)
+    app.include_router(watermark.router)
     app.include_router(health.router)
     from ..studio import install as install_studio  # studio: console under /studio, bot channels under /bots
     install_studio(app)

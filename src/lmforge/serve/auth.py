@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from fastapi import Request
 from sqlalchemy import select
 
+from ..safety.filters import FilterPolicy
+from ..safety.policies import put_policy
 from ..store import ApiKey, Database
 from .errors import APIError
 
@@ -26,8 +28,10 @@ def new_key() -> str:
 
 
 def create_key(db: Database, name: str, rpm: int | None = None, tpm: int | None = None,
-               budget_usd: float | None = None, key: str | None = None) -> tuple[ApiKey, str]:
-    """Register a key (a new random one unless `key` is given); returns the row and the key, shown once."""
+               budget_usd: float | None = None, key: str | None = None,
+               policy: FilterPolicy | None = None) -> tuple[ApiKey, str]:
+    """Register a key (a new random one unless `key` is given) with its filter policy (None: the default),
+    in one transaction; returns the row and the key, shown once."""
     key = key or new_key()
     for limit, value in (("rpm", rpm), ("tpm", tpm), ("budget", budget_usd)):
         if value is not None and value < 0:
@@ -38,6 +42,9 @@ def create_key(db: Database, name: str, rpm: int | None = None, tpm: int | None 
         row = ApiKey(name=name, prefix=key[:PREFIX_LEN], digest=digest(key), rpm=rpm, tpm=tpm,
                      budget_usd=budget_usd, spent_usd=0.0)
         s.add(row)
+        if policy is not None:
+            s.flush()
+            put_policy(s, policy, key_id=row.id)
     return row, key
 
 

@@ -1,7 +1,8 @@
-"""CLI commands: `lmforge serve`, `lmforge keys create|list|revoke`, `lmforge usage` (registered in cli.py)."""
+"""CLI commands: `lmforge serve`, `lmforge keys create|policy|list|revoke`, `lmforge usage` (registered in cli.py)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -67,23 +68,81 @@ def serve(
     uvicorn.run(create_app(settings, models), host=settings.host, port=settings.port, log_level="warning")
 
 
+PolicyFile = Annotated[Optional[Path], typer.Option("--policy", help="Filter policy (YAML; see docs/responsible-ai.md).")]
+InputOption = Annotated[Optional[str], typer.Option(help="Moderation of prompts, every category: block, flag, allow or off.")]
+OutputOption = Annotated[Optional[str], typer.Option(help="Moderation of completions, every category: block, flag, allow or off.")]
+RefusalOption = Annotated[Optional[str], typer.Option("--refusal", help="The refusal message of blocked requests.")]
+SwitchOption = Annotated[Optional[bool], typer.Option(help="Overrides the policy file.")]
+
+
+def _policy(file, input, output, refusal, redact_output, watermark, base=None):
+    """The filter policy from --policy (or `base`) and the flags, which override it; None: nothing given."""
+    from ..safety.filters import build_policy
+
+    return build_policy(file, base=base, input=input, output=output, refusal_message=refusal,
+                        redact_output=redact_output, watermark=watermark)
+
+
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Option(help="A name for the key (unique).")],
     rpm: Annotated[Optional[int], typer.Option(help="Requests per minute (default unlimited).")] = None,
     tpm: Annotated[Optional[int], typer.Option(help="Tokens per minute (default unlimited).")] = None,
     budget: Annotated[Optional[float], typer.Option(help="Budget in USD (default unlimited).")] = None,
+    policy: PolicyFile = None,
+    input: InputOption = None,
+    output: OutputOption = None,
+    refusal: RefusalOption = None,
+    redact_output: SwitchOption = None,
+    watermark: SwitchOption = None,
     database_url: DbOption = None,
 ) -> None:
-    """Create a key and print it once; only its SHA-256 digest is stored."""
+    """Create a key and print it once; only its SHA-256 digest is stored. The filter policy (default: flag
+    only) comes from --policy FILE and/or the flags."""
     from .auth import create_key
 
     try:
-        row, key = create_key(_db(database_url), name, rpm, tpm, budget)
+        rules = _policy(policy, input, output, refusal, redact_output, watermark)
+        row, key = create_key(_db(database_url), name, rpm, tpm, budget, policy=rules)
     except ValueError as e:
         _fail(e)
     console.print(f"key '{row.name}' created. Copy it now, it will not be shown again:")
     typer.echo(key)
+
+
+@keys_app.command("policy")
+def keys_policy(
+    name: Annotated[str, typer.Argument(help="The key's name.")],
+    policy: PolicyFile = None,
+    input: InputOption = None,
+    output: OutputOption = None,
+    refusal: RefusalOption = None,
+    redact_output: SwitchOption = None,
+    watermark: SwitchOption = None,
+    database_url: DbOption = None,
+) -> None:
+    """Show a key's filter policy, or replace it with --policy FILE and/or the flags."""
+    import json
+
+    from sqlalchemy import select
+
+    from ..safety.policies import get_policy, set_policy
+    from ..store import ApiKey
+
+    db = _db(database_url)
+    with db.session() as s:
+        row = s.scalar(select(ApiKey).where(ApiKey.name == name))
+    if row is None:
+        _fail(ValueError(f"no key named {name!r}"))
+    current = get_policy(db, key_id=row.id)
+    try:
+        rules = _policy(policy, input, output, refusal, redact_output, watermark, base=current)
+    except ValueError as e:
+        _fail(e)
+    if any(v is not None for v in (policy, input, output, refusal, redact_output, watermark)):
+        set_policy(db, rules, key_id=row.id)
+        current = rules
+    typer.echo(json.dumps(current.to_dict(), indent=2))
 
 
 @keys_app.command("list")

@@ -1,8 +1,8 @@
 """The serving engine: one background thread per generative model runs a continuous `Batcher`;
 HTTP handlers submit requests and read their token deltas from an asyncio queue.
 
-Requests join the running batch at the next decoding step (if the batch has room for their n choices)
-and leave when they finish or their client goes away."""
+Requests join the running batch at the next decoding step (if the batch has room for their rows: n choices,
+or num_beams beams) and leave when they finish or their client goes away."""
 from __future__ import annotations
 
 import asyncio
@@ -171,8 +171,8 @@ class Engine:
 
     def _admit(self) -> None:
         """Move pending requests into the batcher while the batch has room (one too big request always runs)."""
-        rows = self.batcher.num_rows + sum(r.params.n for r in self.batcher.waiting)
-        while self._pending and (rows + self._pending[0].params.n <= self.max_rows or not self._running):
+        rows = self.batcher.num_rows + sum(r.params.rows for r in self.batcher.waiting)
+        while self._pending and (rows + self._pending[0].params.rows <= self.max_rows or not self._running):
             sub = self._pending.pop(0)
             try:
                 self.batcher.add(sub.id, sub.prompt_ids, sub.params)
@@ -180,7 +180,7 @@ class Engine:
                 self._send(sub, e)
                 continue
             self._running[sub.id] = sub
-            rows += sub.params.n
+            rows += sub.params.rows
         self._gauges()
 
     def _gauges(self) -> None:

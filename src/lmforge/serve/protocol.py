@@ -65,7 +65,12 @@ class SamplingFields(Request):
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)  # not OpenAI's; vLLM and others accept it
+    # lmforge's beam search (T5 and GPT-2 models): the n best of num_beams beams, as transformers' generate
+    num_beams: int = Field(1, ge=1, le=16)
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
     user: str | None = None
+    watermark: bool = False  # lmforge's: true asks for the green-list watermark (a key's policy may also force it)
 
     @field_validator("stop")
     @classmethod
@@ -73,6 +78,13 @@ class SamplingFields(Request):
         v = [v] if isinstance(v, str) else v
         if v is not None and len(v) > 4:
             raise ValueError("takes at most 4 stop sequences")
+        return v
+
+    @field_validator("early_stopping")
+    @classmethod
+    def _early_stopping(cls, v):
+        if v not in (True, False, "never"):
+            raise ValueError('must be true, false or "never"')
         return v
 
     @field_validator("logit_bias")
@@ -110,7 +122,7 @@ class CompletionChoice(BaseModel):
     text: str
     index: int
     logprobs: CompletionLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "content_filter"] | None = None
 
 
 class CompletionResponse(BaseModel):
@@ -174,7 +186,7 @@ class ChatChoice(BaseModel):
     index: int
     message: ResponseMessage
     logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: Literal["stop", "length", "content_filter"] | None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -195,7 +207,7 @@ class ChatChunkChoice(BaseModel):
     index: int
     delta: Delta
     logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "content_filter"] | None = None
 
 
 class ChatCompletionChunk(BaseModel):

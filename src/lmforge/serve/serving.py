@@ -14,7 +14,7 @@ import torch
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from ..generate import Choice, SamplingParams, TokenLogprob
+from ..generate import BEAM_FAMILIES, Choice, SamplingParams, TokenLogprob
 from ..store import ApiKey, Database
 from . import accounting, protocol as p
 from .accounting import PriceTable
@@ -48,7 +48,8 @@ class AppState:
 
 
 def _sampling(req: p.SamplingFields, served: ServedModel, prompt_len: int, prompt_param: str,
-              max_tokens: int | None, logprobs: int | None, extra_stop: list[str] = ()) -> SamplingParams:
+              max_tokens: int | None, logprobs: int | None, extra_stop: list[str] = (),
+              processors: tuple = ()) -> SamplingParams:
     ctx = served.context_length
     if prompt_len >= ctx:
         raise APIError(400, f"This model's maximum context length is {ctx} tokens, but the prompt has {prompt_len} "
@@ -66,11 +67,21 @@ def _sampling(req: p.SamplingFields, served: ServedModel, prompt_len: int, promp
     if bad:
         raise APIError(400, f"Invalid value for 'logit_bias': token id {bad[0]} is outside the vocabulary (0 to "
                             f"{vocab - 1}).", param="logit_bias", code="invalid_value")
-    return SamplingParams(
-        max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
-        presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty, logit_bias=bias,
-        stop=list(req.stop or []) + list(extra_stop), n=req.n, seed=req.seed, logprobs=logprobs,
-    )
+    if req.num_beams > 1 and served.model.family not in BEAM_FAMILIES:
+        raise APIError(400, f"Invalid value for 'num_beams': beam search is not supported for '{served.name}' (a "
+                            f"{served.model.family} model); it is for {' and '.join(BEAM_FAMILIES)} models.",
+                       param="num_beams", code="unsupported_parameter")
+    try:
+        return SamplingParams(
+            max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
+            presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty, logit_bias=bias,
+            stop=list(req.stop or []) + list(extra_stop), n=req.n, seed=req.seed, logprobs=logprobs,
+            extra_processors=processors, num_beams=req.num_beams, length_penalty=req.length_penalty,
+            early_stopping=req.early_stopping,
+        )
+    except ValueError as e:  # settings that conflict (beam search with sampling settings): "<field> <why>"
+        field = str(e).split()[0]
+        raise APIError(400, f"Invalid value for '{field}': {e}.", param=field, code="invalid_value") from None
 
 
 def _prompt_ids(prompt, tokenizer, vocab: int) -> list[tuple[str, list[int]]]:
@@ -218,7 +229,8 @@ def _error_event(e: Exception) -> str:
 # ----------------------------------------------------------------------------------------- completions
 
 
-async def completions(state: AppState, key: ApiKey, req: p.CompletionRequest):
+async def completions(state: AppState, key: ApiKey, req: p.CompletionRequest, processors: tuple = ()):
+    """`processors`: extra logits processors for every choice (the safety layer's watermark)."""
     served = state.model(req.model, "generate")
     if req.suffix:
         raise APIError(400, "Invalid value for 'suffix': suffixes (insertion) are not supported.", param="suffix",
@@ -227,7 +239,8 @@ async def completions(state: AppState, key: ApiKey, req: p.CompletionRequest):
         raise APIError(400, "Invalid value for 'best_of': only best_of equal to n is supported.", param="best_of",
                        code="unsupported_parameter")
     prompts = _prompt_ids(req.prompt, served.tokenizer, served.model.config.vocab_size)
-    params = [_sampling(req, served, len(ids), "prompt", req.max_tokens, req.logprobs) for _, ids in prompts]
+    params = [_sampling(req, served, len(ids), "prompt", req.max_tokens, req.logprobs, processors=processors)
+              for _, ids in prompts]
     prompt_tokens = sum(len(ids) for _, ids in prompts)
     await _admit(state, key, prompt_tokens)
     acct = _Accounting(state, key, served.name, "completions", prompt_tokens)
@@ -287,7 +300,7 @@ async def completions(state: AppState, key: ApiKey, req: p.CompletionRequest):
 # ------------------------------------------------------------------------------------ chat completions
 
 
-async def chat_completions(state: AppState, key: ApiKey, req: p.ChatCompletionRequest):
+async def chat_completions(state: AppState, key: ApiKey, req: p.ChatCompletionRequest, processors: tuple = ()):
     served = state.model(req.model, "generate")
     if req.tools:
         raise APIError(400, "Invalid value for 'tools': tool calling is not supported.", param="tools",
@@ -304,7 +317,7 @@ async def chat_completions(state: AppState, key: ApiKey, req: p.ChatCompletionRe
     ids = served.tokenizer.encode(prompt)
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     params = _sampling(req, served, len(ids), "messages", req.max_completion_tokens or req.max_tokens, logprobs,
-                       template.stop)
+                       template.stop, processors)
     await _admit(state, key, len(ids))
     acct = _Accounting(state, key, served.name, "chat.completions", len(ids))
     rid, created = p.new_id("chatcmpl"), p.now()

@@ -31,10 +31,23 @@ class Settings(BaseSettings):
     """A price table (YAML, see serve/prices.yaml); default the bundled one."""
     bootstrap_key: SecretStr | None = None
     """If set, this key is registered (as 'bootstrap') on start: for deployments that inject a secret."""
+    watermark_key: SecretStr | None = None
+    """The green-list watermark's secret (safety/watermark.py); unset: watermarking and detection are off."""
+    watermark_key_id: str = "default"
+    """A name for that secret, recorded with each watermarked generation so a rotated key can be told apart."""
+    watermark_gamma: float = 0.25
+    watermark_delta: float = 2.0
+    audit_log: Path | None = None
+    """The hash-chained audit log of every generation (JSON Lines); default `home`/audit.jsonl."""
+    audit_key: SecretStr | None = None
+    """HMAC key of the audit log's chain (keep it off the log's host); unset: plain SHA-256."""
+    audit_redact: bool = True
+    """Redact PII (safety/pii.py) from the prompts and completions the audit log stores."""
 
     @model_validator(mode="after")
     def _resolve(self) -> "Settings":
         self.home = self.home.expanduser()
+        self.audit_log = (self.audit_log or self.home / "audit.jsonl").expanduser()
         key = self.bootstrap_key.get_secret_value() if self.bootstrap_key else None
         # Secrets fail closed: a placeholder is tolerated only while developing.
         if self.environment != "development" and key is not None and key.lower() in PLACEHOLDER_SECRETS:

@@ -1,4 +1,5 @@
-"""The tables: API keys (stored as digests), usage records, and per-minute rate-limit windows.
+"""The tables: API keys (stored as digests), usage records, per-minute rate-limit windows, and the safety
+filter policies and blocked/flagged events (of keys and of bots, whose tables are in lmforge/bots/tables.py).
 
 Everything a server process needs to enforce limits lives here, so several processes (or machines)
 sharing one PostgreSQL database enforce the same limits."""
@@ -6,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, String
+from sqlalchemy import CheckConstraint, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -59,3 +60,30 @@ class RateWindow(Base):
     window: Mapped[int] = mapped_column(Integer, primary_key=True)
     requests: Mapped[int] = mapped_column(Integer, default=0)
     tokens: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SafetyPolicy(Base):
+    """The filter policy (safety/filters.py, as JSON) of one API key or one bot; none stored: the default."""
+
+    __tablename__ = "safety_policies"
+    __table_args__ = (CheckConstraint("(key_id IS NULL) <> (bot_id IS NULL)", name="ck_safety_policies_one_owner"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), unique=True)
+    bot_id: Mapped[int | None] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), unique=True)
+    policy: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SafetyEvent(Base):
+    """One blocked or flagged text (a request's input or a model's output), counted on the dashboards."""
+
+    __tablename__ = "safety_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    bot_id: Mapped[int | None] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"), index=True)
+    direction: Mapped[str] = mapped_column(String(10))  # input, output
+    action: Mapped[str] = mapped_column(String(10))  # block, flag
+    categories: Mapped[str] = mapped_column(String(200))  # comma-separated
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -1,11 +1,11 @@
 """The OpenAI-compatible endpoints under /v1."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from ...store import ApiKey
+from .. import guard, serving
 from .. import protocol as p
-from .. import serving
 from ..auth import require_key
 from ..errors import model_not_found
 
@@ -29,14 +29,15 @@ def get_model(model: str, key: ApiKey = Depends(require_key), s: serving.AppStat
 
 
 @router.post("/completions", response_model=p.CompletionResponse)
-async def completions(req: p.CompletionRequest, key: ApiKey = Depends(require_key), s: serving.AppState = Depends(state)):
-    return await serving.completions(s, key, req)
+async def completions(req: p.CompletionRequest, request: Request, response: Response,
+                      key: ApiKey = Depends(require_key)):
+    return await guard.generate(request, response, key, req)  # the key's filter policy, watermark and audit
 
 
 @router.post("/chat/completions", response_model=p.ChatCompletionResponse)
-async def chat_completions(req: p.ChatCompletionRequest, key: ApiKey = Depends(require_key),
-                           s: serving.AppState = Depends(state)):
-    return await serving.chat_completions(s, key, req)
+async def chat_completions(req: p.ChatCompletionRequest, request: Request, response: Response,
+                           key: ApiKey = Depends(require_key)):
+    return await guard.generate(request, response, key, req)
 
 
 @router.post("/embeddings", response_model=p.EmbeddingResponse)

@@ -1,11 +1,14 @@
-"""GET /v1/usage: the caller's own tokens and cost per model over a period (never another key's)."""
+"""GET /v1/usage: the caller's own tokens and cost per model over a period (never another key's), and, as an
+lmforge extension (`safety`), its blocked and flagged texts per day."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
 
+from ...safety.policies import safety_counts
 from ...store import ApiKey
 from .. import protocol as p
 from ..accounting import usage_report
@@ -14,6 +17,16 @@ from ..errors import APIError
 from .openai import state
 
 router = APIRouter(prefix="/v1", tags=["usage"])
+
+
+class SafetyDay(BaseModel):
+    day: str  # YYYY-MM-DD, UTC
+    blocked: int
+    flagged: int
+
+
+class UsageWithSafety(p.UsageReport):
+    safety: list[SafetyDay]
 
 
 def parse_time(value: str | None, param: str) -> datetime | None:
@@ -29,12 +42,14 @@ def parse_time(value: str | None, param: str) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
-@router.get("/usage", response_model=p.UsageReport)
+@router.get("/usage", response_model=UsageWithSafety)
 async def usage(start: str | None = None, end: str | None = None, key: ApiKey = Depends(require_key),
                 s=Depends(state)):
     t0, t1 = parse_time(start, "start"), parse_time(end, "end")
     rows = await run_in_threadpool(usage_report, s.db, key.id, t0, t1)
     data = [p.UsageRow(**{k: v for k, v in r.items() if k != "key"}) for r in rows]
-    return p.UsageReport(key=key.name, start=int(t0.timestamp()) if t0 else None,
-                         end=int(t1.timestamp()) if t1 else None, data=data,
-                         total_cost_usd=sum(r.cost_usd for r in data))
+    days = await run_in_threadpool(safety_counts, s.db, key_id=key.id, start=t0, end=t1)
+    return UsageWithSafety(key=key.name, start=int(t0.timestamp()) if t0 else None,
+                           end=int(t1.timestamp()) if t1 else None, data=data,
+                           total_cost_usd=sum(r.cost_usd for r in data),
+                           safety=[SafetyDay(day=d["day"], blocked=d["blocked"], flagged=d["flagged"]) for d in days])
