@@ -14,8 +14,12 @@ Every source is turned into a `tokenizers.Tokenizer` built the way transformers 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import sys
 import threading
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,11 +55,23 @@ HF_CLASS = {"bert": "BertTokenizer", "roberta": "RobertaTokenizer", "gpt2": "GPT
 TOKEN_TYPES = ("bert", "xlnet")  # families whose models take token_type_ids
 XLNET_PAD_TYPE_ID = 3  # XLNet's segment id for padding (SEG_ID_PAD in tokenization_xlnet.py)
 SPIECE_UNDERLINE = "▁"
+log = logging.getLogger(__name__)
 
 
 def has_tokenizer_files(folder) -> bool:
     """Whether `folder` holds any tokenizer file at all (complete or not)."""
     return any((Path(folder) / name).is_file() for name in TOKENIZER_FILES)
+
+
+@dataclass
+class Window:
+    """One encoded window: token ids, segment ids, each token's (start, end) characters in its own text, and
+    which text each token comes from (0 or 1; None for special tokens)."""
+
+    ids: list[int]
+    type_ids: list[int]
+    offsets: list[tuple[int, int]]
+    sequence_ids: list[int | None]
 
 
 class Tokenizer:
@@ -218,6 +234,40 @@ class Tokenizer:
             raise ValueError("texts of different lengths cannot be stacked into tensors without padding")
         return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
 
+    def num_special_tokens(self, pair: bool = False) -> int:
+        """How many special tokens the family adds around one text (or a pair)."""
+        return self._backend.num_special_tokens_to_add(is_pair=pair)
+
+    def encode_windows(self, text: str, text_pair: str | None = None, *, max_length: int,
+                       stride: int = 0) -> list[Window]:
+        """`text` (and `text_pair`) as windows of at most `max_length` tokens, with character offsets.
+
+        Too long an input is cut into overlapping windows: of a pair, only the second text is cut (the first,
+        e.g. a question, stays whole in every window; a QA context is the second), each window repeating the
+        previous one's last `stride` tokens. One window when it fits. A stride that leaves a window no new tokens
+        is a ValueError (tokenizers would abort the process), as is a first text that leaves no room at all.
+        """
+        room = max_length - self.num_special_tokens(pair=text_pair is not None)
+        if text_pair is not None:
+            first = len(self.encode(text, add_special_tokens=False))
+            if first >= room:
+                raise ValueError(f"the first text takes {first} tokens, leaving no room for the second in "
+                                 f"max_length {max_length}")
+            room -= first
+        if not 0 <= stride < room:
+            raise ValueError(f"stride {stride} must be at least 0 and smaller than the {room} tokens a window has "
+                             f"for the text it cuts (max_length {max_length} less the special tokens"
+                             f"{' and the first text' if text_pair is not None else ''})")
+        with self._lock:
+            try:
+                self._backend.enable_truncation(max_length, stride=stride,
+                                                strategy="only_second" if text_pair is not None else "longest_first")
+                enc = self._backend.encode(text, text_pair)
+            finally:
+                self._backend.no_truncation()
+        return [Window(list(e.ids), list(e.type_ids), [tuple(o) for o in e.offsets], _sequence_ids(e, enc))
+                for e in (enc, *enc.overflowing)]
+
     # ----------------------------------------------------------------- saving
 
     def save_pretrained(self, folder) -> None:
@@ -236,11 +286,22 @@ class Tokenizer:
             (folder / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def _sequence_ids(window, first) -> list[int | None]:
+    """Which text each token of a window comes from. tokenizers leaves them None in the overflow windows of a
+    family that adds no special tokens (GPT-2); the first text sits where it sits in the first window."""
+    ids, special = list(window.sequence_ids), window.special_tokens_mask
+    if all(s is not None or sp for s, sp in zip(ids, special)):
+        return ids
+    head = first.sequence_ids
+    return [0 if j < len(head) and head[j] == 0 else (None if sp else 1) for j, sp in enumerate(special)]
+
+
 # -------------------------------------------------------------------- training
 
 def train_tokenizer(family: str, files: list, vocab_size: int = 8000, min_frequency: int = 2) -> Tokenizer:
     """Train a new vocabulary on text files, with the family's model, pipeline and special tokens.
-    (`min_frequency` applies to WordPiece and BPE; the Unigram trainer has no such setting.)"""
+    (`min_frequency` applies to WordPiece and BPE, and to the whole words a Unigram vocabulary is topped up
+    with; a corpus too small for `vocab_size` gives a smaller Unigram vocabulary and a warning.)"""
     if family not in FAMILIES:
         raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(FAMILIES)}")
     files = [str(f) for f in files]
@@ -274,15 +335,45 @@ def train_tokenizer(family: str, files: list, vocab_size: int = 8000, min_freque
         trainer = trainers.UnigramTrainer(vocab_size=vocab_size, unk_token="<unk>", **progress,
                                           special_tokens=["<pad>", "</s>", "<unk>"])
     backend.train(files, trainer)
-    if family == "t5":  # sentinels go into the Unigram vocab itself, as T5Converter does
+    if family in ("t5", "xlnet"):
         trained = json.loads(backend.to_str())["model"]
-        sentinels = [f"<extra_id_{i}>" for i in range(opts["extra_ids"] - 1, -1, -1)]
-        vocab = [tuple(v) for v in trained["vocab"]] + [(s, 0.0) for s in sentinels]
+        vocab = _with_whole_words([tuple(v) for v in trained["vocab"]], backend, files, vocab_size, min_frequency)
+        if len(vocab) < 0.9 * vocab_size:
+            log.warning("the corpus supports only %d of the %d %s tokens asked for (a Unigram vocabulary keeps only "
+                        "pieces the text uses); train on more text or ask for a smaller vocab_size",
+                        len(vocab), vocab_size, family)
+        if family == "t5":  # sentinels go into the Unigram vocab itself, as T5Converter does
+            sentinels = [f"<extra_id_{i}>" for i in range(opts["extra_ids"] - 1, -1, -1)]
+            vocab += [(s, 0.0) for s in sentinels]
+            extras = sentinels[::-1]
         backend.model = models.Unigram(vocab, unk_id=trained["unk_id"], byte_fallback=False)
-        extras = sentinels[::-1]
     backend.add_special_tokens([_special(t, family, specials) for t in dict.fromkeys([*specials.values(), *extras])])
     backend.post_processor = _post_processor(family, specials, backend, opts)
     return Tokenizer(backend, family, specials, extras, opts)
+
+
+def _with_whole_words(vocab: list[tuple[str, float]], backend: Backend, files: list[str], vocab_size: int,
+                      min_frequency: int) -> list[tuple[str, float]]:
+    """Top a trained Unigram vocabulary up with the corpus's frequent whole words, most frequent first.
+
+    The Unigram trainer (tokenizers', like SentencePiece's) seeds its candidates with substrings shared by two or
+    more *distinct* words, so a frequent word that is no other word's substring never becomes a piece: a small
+    corpus ends up spelled out in characters. A word's score is its log relative frequency, on the same scale as
+    the trained pieces' log probabilities, so Viterbi picks it over its spelling whenever it is the likelier one.
+    """
+    room = vocab_size - len(vocab)
+    if room <= 0:
+        return vocab
+    counts: Counter[str] = Counter()
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                text = backend.normalizer.normalize_str(line) if backend.normalizer else line
+                counts.update(word for word, _ in backend.pre_tokenizer.pre_tokenize_str(text))
+    have = {piece for piece, _ in vocab}
+    total = sum(counts.values()) or 1
+    words = [(w, c) for w, c in counts.most_common() if c >= min_frequency and w not in have][:room]
+    return vocab + [(w, math.log(c / total)) for w, c in words]
 
 
 # -------------------------------------------------------- pipelines per family

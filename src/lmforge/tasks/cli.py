@@ -52,8 +52,11 @@ def finetune_cmd(
                                   "tinyshakespeare, gutenberg) or, with --train, classification / qa / "
                                   "summarization / translation / generation.")],
     out: Annotated[Path, Opt(help="Folder for the fine-tuned model.")],
-    train: Annotated[Optional[Path], Opt(help="Your training file: CSV, TSV or JSONL (.txt for generation).")] = None,
-    validation: Annotated[Optional[Path], Opt(help="Your validation file (same columns).")] = None,
+    train: Annotated[Optional[Path], Opt(help="Your training file: CSV, TSV or JSONL (.txt for generation), or a "
+                                              "Hugging Face dataset: hf:OWNER/NAME, hf:OWNER/NAME:CONFIG, "
+                                              "hf:OWNER/NAME:CONFIG@SPLIT.")] = None,
+    validation: Annotated[Optional[Path], Opt(help="Your validation file (same columns), or hf:OWNER/NAME[:CONFIG] "
+                                                   "(its validation split).")] = None,
     text_column: TextCol = None,
     text_pair_column: PairCol = None,
     label_column: LabelCol = None,
@@ -120,7 +123,8 @@ def eval_cmd(
     model: Model,
     task: Annotated[Optional[str], Opt(help="The task (default: the one the model was fine-tuned for).")] = None,
     split: Annotated[str, Opt(help="The benchmark split: validation, test, train.")] = "validation",
-    data: Annotated[Optional[Path], Opt(help="Your own evaluation file (CSV, TSV, JSONL) instead of a benchmark split.")] = None,
+    data: Annotated[Optional[Path], Opt(help="Your own evaluation file (CSV, TSV, JSONL) or hf:OWNER/NAME[:CONFIG] "
+                                             "(the --split split) instead of a benchmark split.")] = None,
     text_column: TextCol = None,
     text_pair_column: PairCol = None,
     label_column: LabelCol = None,
@@ -153,9 +157,10 @@ def eval_cmd(
         if data is not None:
             columns = _columns(spec.name, text_column, text_pair_column, label_column, question_column,
                                context_column, answer_column, answer_start_column, target_column)
+            from .hub_data import local_file
             from .readers import read_user_file
 
-            examples = read_user_file(data, spec, columns, labels=labels)
+            examples = read_user_file(local_file(data, split), spec, columns, labels=labels)
             split = data.name
         elif spec.is_user:
             raise ModelError(f"{model} was fine-tuned on your own {spec.kind} data; pass --data FILE to evaluate it")

@@ -109,15 +109,17 @@ class SpanFeature:
 
 def span_features(tokenizer, examples: list[dict], max_length: int, stride: int, train: bool) -> list[SpanFeature]:
     """Question + context windows (the context split with overlap `stride` when too long), as BERT's SQuAD
-    recipe does. For training, windows that do not contain the whole answer are dropped."""
-    backend = token_offsets_backend(tokenizer, max_length, stride)
+    recipe does. For training, windows that do not contain the whole answer are dropped.
+
+    A long question leaves less room for the context; the overlap is then cut to half that room, so that each
+    window still moves on. A question that leaves no room at all is an error naming the example."""
     features = []
     for i, ex in enumerate(examples):
-        enc = backend.encode(ex["question"], ex["context"])
-        for w in [enc, *enc.overflowing]:
-            seq = w.sequence_ids
-            is_ctx = [s == 1 for s in seq]
-            f = SpanFeature(i, list(w.ids), list(w.type_ids), [tuple(o) for o in w.offsets], is_ctx)
+        windows = tokenizer.encode_windows(ex["question"], ex["context"], max_length=max_length,
+                                           stride=min(stride, context_room(tokenizer, ex, max_length) // 2))
+        for w in windows:
+            is_ctx = [s == 1 for s in w.sequence_ids]
+            f = SpanFeature(i, w.ids, w.type_ids, w.offsets, is_ctx)
             if train:
                 ans = ex["answers"][0]
                 s, e = ans["start"], ans["start"] + len(ans["text"])
@@ -130,17 +132,15 @@ def span_features(tokenizer, examples: list[dict], max_length: int, stride: int,
     return features
 
 
-def token_offsets_backend(tokenizer, max_length: int, stride: int):
-    """A private copy of the tokenizer's `tokenizers` backend set to cut only the context (the second text)
-    into overlapping windows. A copy, so the shared tokenizer's settings are never touched. (A wish for
-    lmforge.tokenizer: `__call__(..., return_offsets=True, stride=…)` would make this unnecessary.)"""
-    from tokenizers import Tokenizer as Backend
-
-    backend = Backend.from_str(tokenizer.backend.to_str())
-    backend.no_padding()
-    # tokenizers needs the overlap shorter than a window; keep it to at most half the length.
-    backend.enable_truncation(max_length, stride=min(stride, max_length // 2), strategy="only_second")
-    return backend
+def context_room(tokenizer, ex: dict, max_length: int) -> int:
+    """Tokens a window has for the context once the question and the special tokens are in."""
+    question = len(tokenizer.encode(ex["question"], add_special_tokens=False))
+    room = max_length - tokenizer.num_special_tokens(pair=True) - question
+    if room < 1:
+        where = f"{ex['where']}: " if "where" in ex else ""
+        raise ModelError(f"{where}the question takes {question} tokens, which leaves no room for the context in "
+                         f"--max-length {max_length}; raise --max-length")
+    return room
 
 
 @dataclass

@@ -116,12 +116,15 @@ class Predictor:
     def _classify(self, examples):
         collate = fm.ClassifyCollator(self.tokenizer, self.max_length)
         id2label = self.model.config.id2label
-        out = []
-        for i in range(0, len(examples), self.batch_size):
-            batch = collate(examples[i:i + self.batch_size])
-            probs = self.model(**_to(batch, self.model.device)).logits.float().softmax(-1)
-            best = probs.max(-1)
-            out += [{"label": id2label[int(j)], "score": float(p)} for p, j in zip(best.values, best.indices)]
+        # Batches of similar length (longest first), so that each is padded little; answers in input order.
+        order = sorted(range(len(examples)), key=lambda i: -_chars(examples[i]))
+        out = [None] * len(examples)
+        for i in range(0, len(order), self.batch_size):
+            chunk = order[i:i + self.batch_size]
+            batch = collate([examples[j] for j in chunk])
+            best = self.model(**_to(batch, self.model.device)).logits.float().softmax(-1).max(-1)
+            for j, p, k in zip(chunk, best.values, best.indices):
+                out[j] = {"label": id2label[int(k)], "score": float(p)}
         return out
 
     def _span(self, examples):
@@ -171,6 +174,10 @@ class Predictor:
     def _need(self, kind: str) -> None:
         if self.task.kind != kind:
             raise ModelError(f"this model was fine-tuned for {self.task.kind} ({self.task.name}), not {kind}")
+
+
+def _chars(example: dict) -> int:
+    return len(example["text"]) + len(example.get("text_pair") or "")
 
 
 def _as_list(x) -> list[str]:
