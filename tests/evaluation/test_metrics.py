@@ -86,6 +86,17 @@ def test_predictions_that_are_no_label_count_as_wrong():
     assert -1 <= M.mcc(preds, refs) <= 1
 
 
+def test_binary_f1_with_an_off_label_prediction_counts_it_as_a_miss():
+    # sklearn's binary F1 refuses these targets; counted by hand for positive "1": TP 1, FP 1 (the third),
+    # FN 1 (the "yes") -> 2 / (2 + 1 + 1) = 0.5. Class "0": TP 1, FP 0, FN 1 -> 2/3.
+    preds, refs = ["1", "yes", "1", "0"], ["1", "1", "0", "0"]
+    assert M.f1(preds, refs, positive="1") == pytest.approx(0.5)
+    assert M.f1(preds, refs) == pytest.approx((0.5 + 2 / 3) / 2)
+    assert M.compute(["f1"], preds, refs, positive="1") == {"f1": pytest.approx(0.5)}
+    # A valid label absent from the references is not averaged: "b" only costs "a" its recall.
+    assert M.f1(["a", "b"], ["a", "a"]) == pytest.approx(2 / 3)
+
+
 def test_compute_by_name_and_errors():
     out = M.compute(["accuracy", "squad", "chrf"], ["x y"], [["x y"]])
     assert out == {"accuracy": 1.0, "exact_match": 100.0, "f1": 100.0, "chrf": pytest.approx(100.0)}

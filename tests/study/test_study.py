@@ -8,7 +8,7 @@ import torch
 
 from lmforge.study import Budget, StudyArgs, run_study
 from lmforge.study.claims import load_claims
-from lmforge.study.measure import distinct_n, pattern, repetition_rate
+from lmforge.study.measure import BigramLM, distinct_n, pattern, repetition_rate
 
 WORDS = ["red", "blue", "green", "small", "big", "old", "new", "cat", "dog", "bird", "tree", "house", "river", "hill", "sees", "likes", "finds", "helps"]
 TABLES = ["Architecture", "Pretraining", "Task flexibility", "Benchmark performance", "Generation ability",
@@ -70,11 +70,12 @@ def one_thread():
 
 
 def tiny_args(corpus, data, out, **kw):
-    opts = dict(budget="3k", corpus=[corpus], out=out, tasks="sst2,rte,mrpc,squad,summarization,translation",
-                seeds=3, data_dir=data, layers=2, hidden=32, heads=2, ffn=64, vocab_size=300, block_size=32,
-                micro_batch=4, lr=3e-3, eval_points=2, finetune_examples=16, eval_examples=6, finetune_max_steps=2,
-                finetune_batch_size=8, max_length=48, target_max_length=6, samples=2, sample_tokens=6,
-                heldout_chars=400, latency_reps=1, progress=False)
+    opts = {"budget": "3k", "corpus": [corpus], "out": out, "tasks": "sst2,rte,mrpc,squad,summarization,translation",
+            "seeds": 3, "data_dir": data, "layers": 2, "hidden": 32, "heads": 2, "ffn": 64, "vocab_size": 300,
+            "block_size": 32, "micro_batch": 4, "lr": 3e-3, "eval_points": 2, "finetune_examples": 16,
+            "eval_examples": 6, "finetune_max_steps": 2, "finetune_batch_size": 8, "max_length": 48,
+            "target_max_length": 6, "samples": 2, "sample_tokens": 6, "heldout_chars": 400, "latency_reps": 1,
+            "progress": False}
     return StudyArgs(**{**opts, **kw})
 
 
@@ -120,6 +121,8 @@ def test_whole_study_end_to_end_and_resume(study_inputs, tmp_path):
     assert "query stream causal" in fams["xlnet"]["architecture"]["attention"]
     assert fams["gpt2"]["visibility"]["right_visible"] == 0 and fams["xlnet"]["visibility"]["right_visible"] > 0
     assert fams["bert"]["likelihood"] is None and fams["gpt2"]["likelihood"]["bits_per_char"] > 0
+    assert all(v["generation"]["bigram_perplexity"] > 1 for v in fams.values())
+    assert "fluency: samples' bigram perplexity" in md
     # Every loss curve has points; every planned (family, task) has all seeds; refusals are the platform's.
     assert all(len(v["pretrain"]["val_curve"]) >= 2 for v in fams.values())
     for task, t in results["tasks"].items():
@@ -145,6 +148,17 @@ def test_whole_study_end_to_end_and_resume(study_inputs, tmp_path):
     meta = json.loads((out / "work" / "meta.json").read_text())
     assert meta["sessions"][-1]["stages_run"] == 1
 
+    # The reproducibility check: the resumed report agrees with the first; a moved cell is caught.
+    from typer import Exit
+
+    from lmforge.study.cli import check
+
+    resumed = json.loads((out / "results.json").read_text())
+    check(saved, resumed)
+    saved["tasks"]["sst2"]["families"]["gpt2"]["mean"]["accuracy"] += 0.5
+    with pytest.raises(Exit):
+        check(saved, resumed)
+
 
 def test_budget_parsing_and_changed_options_are_refused(study_inputs, tmp_path):
     assert Budget.parse("600s").seconds == 600 and Budget.parse("10m").seconds == 600
@@ -160,6 +174,21 @@ def test_budget_parsing_and_changed_options_are_refused(study_inputs, tmp_path):
                                                          "hidden": 64}, "shapes": {}}))
     with pytest.raises(ModelError, match="hidden"):
         run_study(tiny_args(corpus, data, tmp_path / "r"))
+
+
+def test_bigram_fluency_judge_by_hand():
+    # "a b a b": pairs (a,b) x2, (b,a) x1; c(a) = 2, c(b) = 1; one follower each; continuation counts 1 each,
+    # add-one over 2 types + the unknown slot: cont(a) = cont(b) = 2/5, unknown 1/5. With d = 0.75:
+    # p(b | a) = (2 - 0.75)/2 + 0.75 * 1/2 * 2/5 = 0.775.
+    lm = BigramLM("a b a b")
+    assert lm.prob("a", "b") == pytest.approx(0.775)
+    for context in ("a", "b", "never seen"):
+        assert sum(lm.prob(context, w) for w in ("a", "b", "zzz")) == pytest.approx(1.0)
+    assert lm.perplexity(["b"], ["x a"]) == pytest.approx(1 / 0.775)  # conditioned on the prompt's last token
+    assert lm.perplexity(["b"]) == pytest.approx(1 / 0.4)
+    # Corpus word order is more fluent than the same words shuffled, and punctuation counts as tokens.
+    corpus = BigramLM("the cat sat on the mat . the dog sat on the rug . " * 5)
+    assert corpus.perplexity(["the cat sat on the rug ."]) < corpus.perplexity(["rug the on sat cat the ."])
 
 
 def test_text_measures_by_hand():
@@ -179,3 +208,11 @@ def test_cli_registers_compare_and_reports_bad_input(tmp_path):
     assert runner.invoke(app, ["compare", "--help"]).exit_code == 0
     bad = runner.invoke(app, ["compare", "--budget", "lots", "--corpus", str(tmp_path), "--out", str(tmp_path / "o")])
     assert bad.exit_code == 1 and "neither seconds" in bad.output
+    missing = runner.invoke(app, ["compare", "--budget", "3k", "--corpus", str(tmp_path), "--out", str(tmp_path / "o"),
+                                  "--check-against", str(tmp_path / "none.json")])
+    assert missing.exit_code == 1 and "none.json: no such file" in " ".join(missing.output.split())
+
+    from lmforge.study.cli import recorded
+
+    argv = ["compare", "--budget", "3k", "--check-against", "ref.json", "--out", "o", "--check-against=r.json"]
+    assert recorded(argv) == ["compare", "--budget", "3k", "--out", "o"]

@@ -27,7 +27,10 @@ def f1(predictions: Sequence[str], references: Sequence[str], positive: str | No
     """F1 of the `positive` label when given (GLUE's MRPC, spam), otherwise macro F1 over the reference labels.
 
     A prediction that is no label at all (a text-to-text model writing another word) counts as a wrong
-    answer; it is not a class of its own, so it does not dilute the macro average."""
+    answer: a false negative for the class it should have named and a false positive for none. It is not a
+    class of its own, so it does not dilute the macro average. This is scikit-learn's `f1_score` restricted
+    to `labels=` (without it, sklearn would refuse binary F1 on such "multiclass" predictions). A valid label
+    that is predicted but absent from the references adds false positives only; it is not averaged either."""
     from sklearn.metrics import f1_score
 
     _same_length(predictions, references)

@@ -77,15 +77,16 @@ class StudyArgs:
     """Validation evaluations per pretraining run (the loss curves' points)."""
 
     # fine-tuning, the same for every family on a task
-    finetune_examples: int = 1000
-    """Training examples per task (a fixed subset, the same for all families and seeds)."""
+    finetune_examples: int = 4000
+    """Training examples per task (a fixed subset, the same for all families and seeds). Below about 2,000,
+    tiny models stay at the majority class on SST-2 (measured; docs/study.md)."""
     eval_examples: int = 200
     """Validation examples scored per task."""
     finetune_epochs: float = 3.0
     finetune_max_steps: int | None = None
     finetune_batch_size: int = 16
-    finetune_lr: float | None = None
-    """Default: 1e-3 for heads on these small models (1e-3 too for T5 text-to-text)."""
+    finetune_lr: float = 3e-4
+    """Every family and mode. 1e-3 left SST-2 at the majority class; 1e-4 learned slower (docs/study.md)."""
     max_length: int = 128
     target_max_length: int = 32
 

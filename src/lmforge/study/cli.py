@@ -57,12 +57,12 @@ def compare_cmd(
     block_size: Annotated[int, typer.Option(help="Tokens per pretraining block.")] = 128,
     micro_batch: Annotated[int, typer.Option(help="Blocks per pretraining step.")] = 16,
     lr: Annotated[float, typer.Option(help="Pretraining peak learning rate.")] = 1e-3,
-    finetune_examples: Annotated[int, typer.Option(help="Training examples per task.")] = 1000,
+    finetune_examples: Annotated[int, typer.Option(help="Training examples per task.")] = 4000,
     eval_examples: Annotated[int, typer.Option(help="Validation examples scored per task.")] = 200,
     finetune_epochs: Annotated[float, typer.Option(help="Fine-tuning epochs.")] = 3.0,
     finetune_max_steps: Annotated[int | None, typer.Option(help="Cap on fine-tuning steps.")] = None,
     finetune_batch_size: Annotated[int, typer.Option()] = 16,
-    finetune_lr: Annotated[float | None, typer.Option(help="Fine-tuning learning rate (default 1e-3).")] = None,
+    finetune_lr: Annotated[float, typer.Option(help="Fine-tuning learning rate, every family.")] = 3e-4,
     max_length: Annotated[int, typer.Option(help="Fine-tuning input tokens.")] = 128,
     target_max_length: Annotated[int, typer.Option(help="Target tokens (text-to-text, prompt modes).")] = 32,
     samples: Annotated[int, typer.Option(help="Generation prompts per family.")] = 5,
@@ -73,10 +73,20 @@ def compare_cmd(
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
     precision: Annotated[str, typer.Option(help="Pretraining precision: fp32 or bf16.")] = "fp32",
     progress: Annotated[bool, typer.Option(help="Show the live progress view.")] = True,
+    check_against: Annotated[Path | None, typer.Option(
+        help="A committed results.json: after the run, compare every table cell with it within the stated "
+             "spread and exit 1 if any differ.")] = None,
 ) -> None:
     """Pretrain the five families on one corpus at matched size and compute, fine-tune and evaluate each on the
     tasks over several seeds, and write a Markdown + HTML report with figures. Re-run to resume."""
-    from .runner import run_study
+    from .runner import read_json, run_study
+
+    reference = None
+    if check_against is not None:  # read before the run, which may rewrite that very file
+        if not check_against.is_file():
+            err.print(f"[bold red]error:[/] --check-against {check_against}: no such file")
+            raise typer.Exit(1)
+        reference = read_json(check_against)
 
     try:
         args = StudyArgs(budget=budget, corpus=corpus, out=out, tasks=tasks, seeds=seeds, families=families,
@@ -87,13 +97,40 @@ def compare_cmd(
                          finetune_lr=finetune_lr, max_length=max_length, target_max_length=target_max_length,
                          samples=samples, sample_tokens=sample_tokens, heldout_chars=heldout_chars, seed=seed,
                          threads=threads, device=device, precision=precision, progress=progress)
-        command = "lmforge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["compare"] \
-            else None
+        command = "lmforge " + " ".join(shlex.quote(a) for a in recorded(sys.argv[1:])) \
+            if sys.argv[1:2] == ["compare"] else None
         results = run_study(args, command=command, console=err)
     except (ModelError, ValueError) as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(1)
     console.print(f"report: {out / 'report.md'} and {out / 'report.html'} ({len(results['claims'])} claims checked)")
+    if reference is not None:
+        check(reference, results)
+
+
+def recorded(argv: list[str]) -> list[str]:
+    """The command line the report records: without --check-against, which checks a run but is no part of it."""
+    out, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--check-against="):
+            skip = False
+        elif a == "--check-against":
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
+def check(reference: dict, results: dict) -> None:
+    """Print every compared cell and the summary; exit 1 when a cell falls outside its spread."""
+    from .check import compare_results, summary
+
+    cells = compare_results(reference, results)
+    for c in cells:
+        console.print(c.line(), markup=False, highlight=False, soft_wrap=True)
+    console.print(summary(cells))
+    if not all(c.agrees for c in cells):
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,11 @@ Every number the report shows about a family is computed here or read from the r
 from __future__ import annotations
 
 import math
+import re
 import time
+from collections import Counter
+from contextlib import contextmanager
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -269,8 +273,6 @@ def _mask_fill(model, tokenizer, prompt, max_tokens, seed, temperature, top_k) -
 
 
 def _strip_sentinels(text: str) -> str:
-    import re
-
     return re.sub(r"\s*<extra_id_\d+>\s*", " ", text).strip()
 
 
@@ -294,6 +296,52 @@ def repetition_rate(texts: list[str], n: int = 4) -> float:
     return float(np.mean(rates)) if rates else 0.0
 
 
+def lex(text: str) -> list[str]:
+    """Lower-cased words and punctuation marks as separate tokens (the fluency model's units)."""
+    return re.findall(r"[a-z0-9']+|[^\sa-z0-9']", text.lower())
+
+
+class BigramLM:
+    """Interpolated Kneser-Ney bigram model over `lex` tokens (Chen & Goodman 1998, one discount d).
+
+    The study's fluency judge: fitted on the corpus's training split, it is none of the five families and the
+    same for all of them, and it scores text, not tokens, so every family's samples are judged alike. A
+    bigram model rewards the corpus's local word order and punctuation ("to be", "my lord ,") and punishes
+    word salad and stuttering ("the the", ", : ,"). It does not see beyond one word: long-range sense, and
+    repetition of whole phrases (seq-rep-4 measures that), escape it. Unseen words share one unknown slot."""
+
+    def __init__(self, text: str, d: float = 0.75):
+        toks = lex(text)
+        self.d = d
+        self.pairs = Counter(pairwise(toks))
+        self.count = Counter(toks[:-1])  # c(v): v as a context
+        self.followers = Counter(v for v, _ in self.pairs)  # N1+(v •)
+        preceders = Counter(w for _, w in self.pairs)  # N1+(• w)
+        # Continuation probability, add-one over the vocabulary plus one unknown slot so no token has p = 0.
+        self.types = len(set(toks)) + 1
+        self.cont = {w: (n + 1) / (len(self.pairs) + self.types) for w, n in preceders.items()}
+        self.unseen = 1 / (len(self.pairs) + self.types)
+
+    def prob(self, v: str, w: str) -> float:
+        cont = self.cont.get(w, self.unseen)
+        c = self.count.get(v, 0)
+        if not c:
+            return cont
+        return max(self.pairs.get((v, w), 0) - self.d, 0) / c + self.d * self.followers[v] / c * cont
+
+    def perplexity(self, texts: list[str], contexts: list[str] | None = None) -> float:
+        """Per-token perplexity of `texts`; each text's first token is conditioned on the last token of its
+        context (the prompt it continues), or scored by its continuation probability alone."""
+        nll, n = 0.0, 0
+        for i, text in enumerate(texts):
+            toks = lex(text)
+            prev = (lex(contexts[i]) if contexts else [])[-1:] or [None]  # None: no context, p = cont(w)
+            for v, w in zip(prev + toks, toks):
+                nll -= math.log(self.prob(v, w))
+                n += 1
+        return math.exp(nll / n) if n else float("nan")
+
+
 def prompts_from(text: str, count: int, words_per_prompt: int = 6) -> list[str]:
     """`count` prompts: the first words of evenly spaced lines of the held-out text."""
     lines = [ln.strip() for ln in text.splitlines() if len(ln.split()) >= words_per_prompt]
@@ -304,6 +352,21 @@ def prompts_from(text: str, count: int, words_per_prompt: int = 6) -> list[str]:
 
 
 # ------------------------------------------------------------------ cost
+
+
+@contextmanager
+def one_cpu_thread(device: torch.device):
+    """Batch-1 latency on CPU at one thread: for models this small, extra threads only add synchronisation, and on
+    a shared machine a second thread waiting for a busy core inflated a 3 ms forward pass to 200 ms (measured)."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .args import StudyArgs, benchmark
+from .check import SPREAD
 from .claims import evaluate_claims
 from .runner import PRIMARY, read_json, task_plan, write_json
 
@@ -182,14 +183,22 @@ def tables(r: dict) -> list[dict]:
     for f, v in fams.items():
         g, lik = v["generation"], v["likelihood"]
         rows.append([f, g["method"], fmt(lik["perplexity"]) if lik else "not defined",
-                     fmt(lik["bits_per_char"]) if lik else "not defined", fmt(g["distinct_1"]),
-                     fmt(g["distinct_2"]), fmt(g["repetition_rate"])])
+                     fmt(lik["bits_per_char"]) if lik else "not defined", fmt(g["bigram_perplexity"]),
+                     fmt(g["distinct_1"]), fmt(g["distinct_2"]), fmt(g["repetition_rate"])])
+    heldout_judge = next(iter(fams.values()))["generation"]["heldout_bigram_perplexity"]
     out.append({"title": "Generation ability", "header": ["family", "how it generated", "held-out perplexity (per token)",
-                                                           "held-out bits per character", "distinct-1", "distinct-2",
-                                                           "repetition (seq-rep-4)"], "rows": rows,
+                                                           "held-out bits per character",
+                                                           "fluency: samples' bigram perplexity", "distinct-1",
+                                                           "distinct-2", "repetition (seq-rep-4)"], "rows": rows,
                 "note": "Likelihood is defined for the families whose objective factorizes the text left to right "
                         "(GPT-2; XLNet under the identity order). Bits per character compare across tokenizers; "
-                        "perplexity per token does not. Samples: temperature 0.8, top-k 40."})
+                        "perplexity per token does not. Samples: temperature 0.8, top-k 40. Fluency: the "
+                        "perplexity per word or punctuation mark of the samples (each continuing its prompt) under "
+                        "an interpolated Kneser-Ney bigram model fitted on the corpus's training split — a judge "
+                        "that is none of the five families and scores text, not tokens. It measures local word "
+                        f"order only; the held-out text itself scores {fmt(heldout_judge)}: far above that is word "
+                        "salad, below it is safe, frequent word pairs (low temperature), so read it with "
+                        "distinct-n and seq-rep-4."})
     rows = []
     first = next(iter(fams.values()))["generation"]["samples"]
     for i, s in enumerate(first[:3]):
@@ -211,8 +220,9 @@ def tables(r: dict) -> list[dict]:
                                              "weights (MiB)", "activations per training step (MiB)",
                                              "mean fine-tuning time per run (s)"], "rows": rows,
                 "note": f"Activations: bytes of every tensor autograd saves for the backward pass of one step of "
-                        f"{r['meta']['args']['micro_batch']} blocks. Timings on the hardware below, which other work "
-                        "may have shared."})
+                        f"{r['meta']['args']['micro_batch']} blocks. Forward latency and generation speed are measured "
+                        "at batch 1 on one CPU thread (on a GPU, on the GPU). Timings on the hardware above, which "
+                        "other work may have shared."})
     out.append({"title": "Claims versus measurement", "header": ["claim", "source", "measured in this run", "verdict"],
                 "rows": [[c["claim"], c["source"], c["evidence"], c["verdict"]] for c in r["claims"]],
                 "note": "Two families differ on a task only when their means differ by more than twice the standard "
@@ -283,15 +293,21 @@ def figures(r: dict, folder: Path) -> list[Path]:
     fig.tight_layout()
     _save(fig, folder / "benchmarks.png")
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.5))
     names = list(fams)
     lik = [f for f in names if fams[f]["likelihood"]]
     axes[0].bar(lik, [fams[f]["likelihood"]["bits_per_char"] for f in lik], color=[COLORS[f] for f in lik])
     axes[0].set_title("held-out bits per character (lower is better)", fontsize=9)
-    axes[1].bar(names, [fams[f]["generation"]["distinct_2"] for f in names], color=[COLORS[f] for f in names])
-    axes[1].set_title("distinct-2 of samples (higher is more diverse)", fontsize=9)
-    axes[2].bar(names, [fams[f]["generation"]["repetition_rate"] for f in names], color=[COLORS[f] for f in names])
-    axes[2].set_title("seq-rep-4 of samples (lower repeats less)", fontsize=9)
+    axes[1].bar(names, [fams[f]["generation"]["bigram_perplexity"] for f in names], color=[COLORS[f] for f in names])
+    axes[1].axhline(fams[names[0]]["generation"]["heldout_bigram_perplexity"], color="k", ls=":", lw=1,
+                    label="held-out text")
+    axes[1].set_yscale("log")
+    axes[1].legend(fontsize=7)
+    axes[1].set_title("samples' bigram perplexity (fluency)", fontsize=9)
+    axes[2].bar(names, [fams[f]["generation"]["distinct_2"] for f in names], color=[COLORS[f] for f in names])
+    axes[2].set_title("distinct-2 of samples (higher is more diverse)", fontsize=9)
+    axes[3].bar(names, [fams[f]["generation"]["repetition_rate"] for f in names], color=[COLORS[f] for f in names])
+    axes[3].set_title("seq-rep-4 of samples (lower repeats less)", fontsize=9)
     for ax in axes:
         ax.grid(axis="y", alpha=0.3)
         ax.tick_params(axis="x", labelsize=8)
@@ -325,6 +341,8 @@ def markdown(r: dict, tabs: list[dict]) -> str:
         (f"- **started / finished**: {m.get('started')} / {m.get('finished')}; wall time of the recorded sessions "
          f"{sum(s['seconds'] for s in m.get('sessions', [])):,.0f} s ({len(m.get('sessions', []))} session(s); "
          "an interrupted session is not recorded)"),
+        f"- **reproduce**: {reproduce(m)}",
+        f"- **spread**: {SPREAD}",
         "",
     ]
     for t in tabs:
@@ -344,13 +362,20 @@ def markdown(r: dict, tabs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def reproduce(meta: dict) -> str:
+    """How to re-run this report and check it cell by cell."""
+    return (f"run the command with another `--out` and `--check-against {meta['args']['out']}/results.json`; it "
+            "prints every compared cell and exits 1 if one falls outside the spread")
+
+
 def html(r: dict, tabs: list[dict], md_intro: str) -> str:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("lmforge.study", "templates"), autoescape=select_autoescape(["html"]))
     figs = {"Pretraining": "figures/loss_curves.png", "Benchmark performance": "figures/benchmarks.png",
             "Generation ability": "figures/generation.png"}
-    return env.get_template("report.html").render(r=r, meta=r["meta"], tables=tabs, figures=figs)
+    return env.get_template("report.html").render(r=r, meta=r["meta"], tables=tabs, figures=figs,
+                                                  reproduce=reproduce(r["meta"]).replace("`", ""), spread=SPREAD)
 
 
 def write_report(results: dict, out: Path) -> dict[str, Path]:
