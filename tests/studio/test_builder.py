@@ -2,11 +2,11 @@
 panel, channels, monitor, improve; and that conversations survive a restart."""
 import json
 
-from .conftest import PASSWORD, Browser, make_client, sign_in
-
 from lmforge.serve import Settings
 from lmforge.store import Database
 from lmforge.studio import ensure_admin
+
+from .conftest import PASSWORD, Browser, make_client, sign_in
 
 
 def token_of(b: Browser, bot: int) -> str:
@@ -149,3 +149,76 @@ def test_improve_needs_an_answer_for_a_new_intent(alice):
     r = alice.post(f"/studio/bots/{bot}/improve", {"message_id": miss["message_id"], "intent": "track_order"})
     assert "retraining" in r.headers["location"]  # an existing intent keeps its answer
     assert "track_order,xylophone quartz" in alice.get(f"/studio/bots/{bot}/intents.csv").text
+
+
+def tiny_qa_model(folder):
+    """A tiny random BERT with an extractive-QA head, saved as `lmforge finetune` saves one (its answers are
+    arbitrary spans: this checks the wiring; tests/bots/test_knowledge.py checks the choice of span)."""
+    import torch
+
+    from lmforge.models.hf_io import model_class
+    from lmforge.models.presets import TINY, make_config
+    from lmforge.tasks import Predictor
+    from lmforge.tasks.registry import get_task
+    from lmforge.tokenizer import train_tokenizer
+
+    corpus = folder.parent / "qa-corpus.txt"
+    corpus.write_text("every kettle has a warranty of five years from the date of purchase\n" * 20)
+    tok = train_tokenizer("bert", [corpus], vocab_size=120)
+    torch.manual_seed(0)
+    model = model_class("bert")(make_config("bert", **{**TINY, "vocab": len(tok), "max_len": 128}), "qa")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    Predictor(model, tok, get_task("qa"), "span").save_meta(folder)
+    return Predictor.load(folder)
+
+
+def test_a_bot_with_a_qa_model_answers_a_span_and_quotes_it(monkeypatch, home, tmp_path):
+    predictor = tiny_qa_model(tmp_path / "kettle-qa")
+    monkeypatch.setenv("LMFORGE_STUDIO_QA_MODELS", str(tmp_path / "kettle-qa"))
+    with make_client(home) as client:
+        alice = Browser(client, "alice")
+        bot = alice.create_bot("blank", name="Docs bot")
+        doc = "# Warranty\nEvery kettle has a warranty of five years from the date of purchase.\n"
+        alice.client.post(f"/studio/bots/{bot}/documents", data={"csrf_token": alice.csrf},
+                          files={"file": ("warranty.md", doc, "text/markdown")})
+        assert '<option value="kettle-qa"' in alice.get(f"/studio/bots/{bot}").text
+        settings = {"name": "Docs bot", "threshold": "0.6", "qa_model": "kettle-qa"}
+        assert "error=" in alice.post(f"/studio/bots/{bot}/settings", {**settings, "qa_model": "/etc"}).headers["location"]
+        assert "saved=" in alice.post(f"/studio/bots/{bot}/settings", settings).headers["location"]
+        alice.json(f"/studio/bots/{bot}/train", {})
+        question = "how long is the kettle warranty"
+        reply = alice.json(f"/studio/bots/{bot}/test", {"message": question}).json()
+        sentence = "Every kettle has a warranty of five years from the date of purchase."
+        span = predictor.answer([question], [sentence])[0]["text"].strip()
+        assert span and reply["source"] == "document"
+        assert reply["answer"] == f'{span} (from "warranty.md": "{sentence}")'
+
+
+def test_monitor_counts_what_the_safety_policy_blocked_and_flagged(home, alice):
+    from lmforge.store import SafetyEvent
+
+    bot, other = alice.create_bot(), alice.create_bot()
+    assert 'id="stat-blocked">0<' in alice.get(f"/studio/bots/{bot}/monitor").text
+    db = Database(Settings(home=home).database)
+    with db.session() as s:
+        s.add_all([SafetyEvent(bot_id=bot, direction="input", action="block", categories="harassment"),
+                   SafetyEvent(bot_id=bot, direction="output", action="block", categories="violence"),
+                   SafetyEvent(bot_id=bot, direction="input", action="flag", categories="harassment"),
+                   SafetyEvent(bot_id=other, direction="input", action="block", categories="hate")])
+    db.dispose()
+    page = alice.get(f"/studio/bots/{bot}/monitor").text
+    assert 'id="stat-blocked">2<' in page and 'id="stat-flagged">1<' in page
+    assert "blocked by the safety policy per day" in page
+    assert 'id="stat-blocked">1<' in alice.get(f"/studio/bots/{other}/monitor").text
+
+
+def test_fine_tuning_is_a_bot_setting_and_needs_minilm(alice):
+    bot = alice.create_bot()
+    settings = {"name": "Shop", "threshold": "0.6"}
+    alice.post(f"/studio/bots/{bot}/settings", {**settings, "tune_encoder": "on"})
+    assert 'name="tune_encoder" checked' in alice.get(f"/studio/bots/{bot}").text
+    state = alice.json(f"/studio/bots/{bot}/train", {}).json()  # the tests' hashing embedder cannot be tuned
+    assert state["status"] == "done" and "fine-tuned" not in state["message"]
+    alice.post(f"/studio/bots/{bot}/settings", settings)  # an unticked box is off
+    assert 'name="tune_encoder" checked' not in alice.get(f"/studio/bots/{bot}").text

@@ -148,3 +148,20 @@ def test_open_redirect_refused(client):
     r = client.post("/studio/login", data={"username": "alice", "password": PASSWORD, "next": "//evil.example/",
                                            "csrf_token": csrf_of(page.text)}, follow_redirects=False)
     assert r.headers["location"] == "/studio/"
+
+
+def test_public_channels_are_rate_limited_per_client(monkeypatch, home):
+    monkeypatch.setenv("LMFORGE_STUDIO_BOT_RPM_PER_CLIENT", "3")
+    with make_client(home) as client:
+        alice = Browser(client, "alice")
+        bot = alice.create_bot()
+        alice.json(f"/studio/bots/{bot}/train", {})
+        tok = alice.get(f"/studio/bots/{bot}").text.split('id="bot-token">')[1].split("<")[0]
+        first = client.post(f"/bots/{tok}/messages", json={"message": "where is my order"}).json()
+        client.post(f"/bots/{tok}/feedback", json={"conversation": first["conversation"],
+                                                    "message_id": first["message_id"], "rating": 1})
+        assert client.post(f"/bots/{tok}/messages", json={"message": "hi"}).status_code == 200
+        r = client.post(f"/bots/{tok}/messages", json={"message": "hi"})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limit_exceeded"
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        assert alice.json(f"/studio/bots/{bot}/test", {"message": "hi"}).status_code == 200  # the owner's panel is not

@@ -21,28 +21,33 @@ class Embedder(Protocol):
 
 
 class MiniLMEmbedder:
-    """`lmforge.load("all-MiniLM-L6-v2")`, loaded on first use; batches are sorted by length so padding is short."""
+    """`lmforge.load("all-MiniLM-L6-v2")` (or a given, e.g. fine-tuned, copy), loaded on first use; batches
+    are sorted by length so padding is short."""
 
     name, dim = "all-MiniLM-L6-v2", 384
 
-    def __init__(self, batch_size: int = 64, max_length: int = 128):
+    def __init__(self, batch_size: int = 64, max_length: int = 128, model=None, tokenizer=None):
         self.batch_size, self.max_length = batch_size, max_length
-        self._model = self._tokenizer = None
+        self._model, self._tokenizer = model, tokenizer
         self._lock = threading.Lock()
 
-    def _load(self):
+    def load_fresh(self):
+        """A new copy of the packaged model and its tokenizer (to fine-tune without touching this one)."""
+        import lmforge
+
+        model, tok = lmforge.load(self.name)
+        return model.eval(), tok
+
+    def load(self):
         with self._lock:
             if self._model is None:
-                import lmforge
-
-                self._model, self._tokenizer = lmforge.load(self.name)
-                self._model.eval()
+                self._model, self._tokenizer = self.load_fresh()
         return self._model, self._tokenizer
 
     def encode(self, texts: list[str]) -> np.ndarray:
         import torch
 
-        model, tok = self._load()
+        model, tok = self.load()
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), self.batch_size):

@@ -1,16 +1,21 @@
 """The knowledge base: documents (plain text or Markdown) split into sentences under their headings,
-embedded once at training time, and searched at question time. The answer is extractive: the best
-sentence (with its neighbour when it is short), quoted with the document's name."""
+embedded once at training time, and searched at question time. The answer is extractive, quoted with the
+document's name: with a QA reader (a model fine-tuned for extractive QA, `tasks.inference.Predictor`), the
+best answer span among the passages around the few most similar sentences; without one (or when it finds
+no span), the most similar sentence (with its neighbour when it is short)."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 MIN_SIMILARITY = 0.45
 """Below this cosine similarity (MiniLM scale) no sentence is taken as an answer."""
 MAX_SENTENCES = 5000
+READER_PASSAGES = 3
+"""How many of the most similar sentences (each with its neighbours) the reader reads."""
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 _MD_NOISE = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+|[*_`]{1,3}")
@@ -52,6 +57,14 @@ class KnowledgeHit:
     document: str
     quote: str
     similarity: float
+    span: str | None = None  # the reader's answer, a substring of `quote`
+
+
+class Reader(Protocol):
+    """What the knowledge base needs of a QA model: `Predictor.answer` with lists."""
+
+    def answer(self, question: list[str], context: list[str]) -> list[dict]:
+        """One {"text", "score", "start"} per (question, context): the best span and its score."""
 
 
 class KnowledgeIndex:
@@ -67,6 +80,7 @@ class KnowledgeIndex:
         return cls(passages, vectors)
 
     def search(self, query_vec: np.ndarray, min_similarity: float = MIN_SIMILARITY) -> KnowledgeHit | None:
+        """The most similar sentence (with its neighbour when short), or None below `min_similarity`."""
         if not self.passages:
             return None
         sims = self.vectors @ query_vec
@@ -75,10 +89,45 @@ class KnowledgeIndex:
             return None
         p = self.passages[best]
         quote = p.text
-        nxt = self.passages[best + 1] if best + 1 < len(self.passages) else None
-        if len(quote) < 80 and nxt is not None and nxt.document == p.document and nxt.heading == p.heading:
+        nxt = self._neighbour(best, 1)
+        if len(quote) < 80 and nxt is not None:
             quote = f"{quote} {nxt.text}"
         return KnowledgeHit(p.document, quote, float(sims[best]))
+
+    def answer(self, question: str, query_vec: np.ndarray, reader: Reader | None = None,
+               min_similarity: float = MIN_SIMILARITY) -> KnowledgeHit | None:
+        """The reader's best span among the passages around the `READER_PASSAGES` most similar sentences,
+        quoted with the sentence it lies in; the best sentence when there is no reader or no span."""
+        hit = self.search(query_vec, min_similarity)
+        if hit is None or reader is None:
+            return hit
+        sims = self.vectors @ query_vec
+        top = [int(i) for i in np.argsort(-sims)[:READER_PASSAGES] if sims[i] >= min_similarity]
+        windows = [self._window(i) for i in top]
+        answers = reader.answer([question] * len(windows), [" ".join(p.text for p in w) for w in windows])
+        k = max(range(len(top)), key=lambda j: answers[j]["score"])
+        span = answers[k]["text"].strip()
+        if not span:
+            return hit
+        # quote the sentences of the window that the span overlaps (sentences are joined by one space)
+        start, end, offset, quoted = answers[k]["start"], answers[k]["start"] + len(answers[k]["text"]), 0, []
+        for p in windows[k]:
+            if offset < end and start < offset + len(p.text):
+                quoted.append(p.text)
+            offset += len(p.text) + 1
+        return KnowledgeHit(self.passages[top[k]].document, " ".join(quoted), float(sims[top[k]]), span)
+
+    def _neighbour(self, i: int, step: int) -> Passage | None:
+        """The sentence `step` away from sentence i if it is in the same document and section."""
+        j = i + step
+        if not 0 <= j < len(self.passages):
+            return None
+        p, q = self.passages[i], self.passages[j]
+        return q if (q.document, q.heading) == (p.document, p.heading) else None
+
+    def _window(self, i: int) -> list[Passage]:
+        """Sentence i with its neighbours: the reader gets the context a sentence alone may lack."""
+        return [p for p in (self._neighbour(i, -1), self.passages[i], self._neighbour(i, 1)) if p is not None]
 
     # serialisation, as arrays for the matcher's npz
     def arrays(self) -> dict[str, np.ndarray]:
@@ -94,4 +143,6 @@ class KnowledgeIndex:
 
 
 def format_answer(hit: KnowledgeHit) -> str:
+    if hit.span:
+        return f'{hit.span} (from "{hit.document}": "{hit.quote}")'
     return f'From "{hit.document}": "{hit.quote}"'

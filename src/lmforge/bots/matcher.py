@@ -9,6 +9,9 @@ Two kinds, picked by how many examples there are:
   On CLINC150 this raises in-scope accuracy from 0.871 to about 0.95 and separates out-of-scope
   questions better (docs/results.md, benchmarks/bots.py).
 
+Optionally (`tune_epochs`, a bot setting) MiniLM itself is first fine-tuned on the examples (bots/tuning.py)
+and the matcher keeps that encoder: its questions are then embedded with it.
+
 A matcher serialises to one npz blob (no pickle) stored with the bot, so any server process can load it."""
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+
+from .tuning import encoder_arrays, encoder_from_arrays, tune
 
 HEAD_MIN_EXAMPLES = 3.0
 """Average examples per intent needed before a head is trained (below it, nearest examples do better)."""
@@ -122,10 +127,11 @@ def train_head(x: np.ndarray, y: np.ndarray, n_classes: int, epochs: int = 300, 
 class Matcher:
     def __init__(self, intents: list[str], vectors: np.ndarray, labels: np.ndarray, examples: list[str],
                  head: tuple[np.ndarray, np.ndarray] | None = None, scale: float = 16.0, mix: float = 0.5,
-                 lexical: Lexical | None = None, lexical_weight: float = 0.3):
+                 lexical: Lexical | None = None, lexical_weight: float = 0.3, encoder=None):
         self.intents, self.vectors, self.labels, self.examples = intents, vectors, labels, examples
         self.head, self.scale, self.mix = head, scale, mix
         self.lexical, self.lexical_weight = lexical, lexical_weight
+        self.encoder = encoder  # a fine-tuned embedder of this bot's own, or None: the shared one
 
     @property
     def kind(self) -> str:
@@ -134,22 +140,29 @@ class Matcher:
     @classmethod
     def train(cls, pairs: list[tuple[str, str]], embedder, progress: Callable[[float, str], None] | None = None,
               head: bool | None = None, vectors: np.ndarray | None = None, lexical: bool = True,
-              epochs: int = 300) -> "Matcher":
+              epochs: int = 300, tune_epochs: int = 0) -> "Matcher":
         """Build a matcher from (example, intent) pairs. `head=None` decides by the number of examples;
-        `vectors` (precomputed embeddings of the examples) skips embedding, for benchmarks."""
+        `vectors` (precomputed embeddings of the examples) skips embedding, for benchmarks; `tune_epochs`
+        fine-tunes the encoder first (MiniLM only; it takes most of the time)."""
         progress = progress or (lambda f, msg: None)
         intents = sorted({intent for _, intent in pairs})
         index = {name: i for i, name in enumerate(intents)}
         texts = [text for text, _ in pairs]
         labels = np.array([index[intent] for _, intent in pairs], dtype=np.int64)
+        encoder = None
+        tuning = tune_epochs > 0 and vectors is None and len(intents) >= 2 and hasattr(embedder, "load_fresh")
+        start, span = (0.6, 0.1) if tuning else (0.0, 0.7)  # progress fractions: [tuning,] embedding, head
+        if tuning:
+            encoder = embedder = tune(texts, labels, tune_epochs,
+                                      progress=lambda f: progress(0.6 * f, "fine-tuning the language model"))
         if vectors is None:
             vectors = np.zeros((0, embedder.dim), np.float32)
             chunk = 64
             parts = []
-            for start in range(0, len(texts), chunk):
-                parts.append(embedder.encode(texts[start:start + chunk]))
-                progress(0.7 * min(1.0, (start + chunk) / max(1, len(texts))),
-                         f"embedded {min(start + chunk, len(texts))} of {len(texts)} examples")
+            for i in range(0, len(texts), chunk):
+                parts.append(embedder.encode(texts[i:i + chunk]))
+                progress(start + span * min(1.0, (i + chunk) / max(1, len(texts))),
+                         f"embedded {min(i + chunk, len(texts))} of {len(texts)} examples")
             if parts:
                 vectors = np.concatenate(parts)
         use_head = head if head is not None else (len(intents) >= 2 and len(texts) / max(1, len(intents)) >= HEAD_MIN_EXAMPLES)
@@ -162,7 +175,7 @@ class Matcher:
                 progress(0.95, "training the word model")
                 lex = Lexical.train(texts, labels)
         progress(1.0, "done")
-        return cls(intents, vectors.astype(np.float32), labels, texts, trained, lexical=lex)
+        return cls(intents, vectors.astype(np.float32), labels, texts, trained, lexical=lex, encoder=encoder)
 
     # ------------------------------------------------------------------------------------- prediction
 
@@ -207,6 +220,8 @@ class Matcher:
             a["head_w"], a["head_b"] = self.head
         if self.lexical is not None:
             a.update(self.lexical.arrays_)
+        if self.encoder is not None:
+            a.update(encoder_arrays(self.encoder))
         return a
 
     @classmethod
@@ -215,7 +230,7 @@ class Matcher:
         scale, mix, weight = (float(v) for v in a["params"])
         lexical = Lexical.from_arrays(a) if "lex_coef" in a else None
         return cls([str(s) for s in a["intents"]], a["vectors"], a["labels"], [str(s) for s in a["examples"]],
-                   head, scale, mix, lexical, weight)
+                   head, scale, mix, lexical, weight, encoder_from_arrays(a))
 
 
 def dumps(arrays: dict[str, np.ndarray]) -> bytes:

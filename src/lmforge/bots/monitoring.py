@@ -1,6 +1,6 @@
 """What a bot's owner sees on the monitor page: conversations and messages per day, fallback rate, top
-questions, unanswered questions grouped by similarity, thumbs up/down, latency; charts as inline SVG
-(text in them escaped), exports as CSV or JSONL."""
+questions, unanswered questions grouped by similarity, thumbs up/down, latency, texts its safety policy
+blocked or flagged (safety/policies.py); charts as inline SVG (text in them escaped), exports as CSV or JSONL."""
 from __future__ import annotations
 
 import csv
@@ -13,9 +13,9 @@ from html import escape
 import numpy as np
 from sqlalchemy import select
 
+from ..safety.policies import safety_counts
 from ..store import Database
 from .tables import Bot, Conversation, Feedback, Message
-
 
 MAX_GROUPED = 300
 """The most recent unanswered questions grouped on the monitor page (embedding them takes a moment)."""
@@ -51,6 +51,7 @@ def stats(db: Database, bot: Bot, days: int = 14, embedder=None) -> dict:
     down = sum(1 for *_, r in rows if r == -1)
     top = Counter(m.question.strip().lower() for m, _, _ in rows).most_common(10)
     unanswered = [m for m, _, r in rows if (m.source == "fallback" or r == -1) and not m.resolved][-MAX_GROUPED:]
+    safety = {c["day"]: c for c in safety_counts(db, bot_id=bot.id, start=since)}
     return dict(
         days=labels,
         messages_per_day=[msgs_per_day[d] for d in labels],
@@ -59,6 +60,9 @@ def stats(db: Database, bot: Bot, days: int = 14, embedder=None) -> dict:
         conversations=len({m.conversation_id for m, _, _ in rows}),
         fallback_rate=len(fallback) / len(rows) if rows else 0.0,
         thumbs_up=up, thumbs_down=down,
+        blocked_per_day=[safety.get(d, {}).get("blocked", 0) for d in labels],
+        flagged_per_day=[safety.get(d, {}).get("flagged", 0) for d in labels],
+        blocked=sum(c["blocked"] for c in safety.values()), flagged=sum(c["flagged"] for c in safety.values()),
         latency_p50=float(np.percentile(latencies, 50)) if len(latencies) else 0.0,
         latency_p95=float(np.percentile(latencies, 95)) if len(latencies) else 0.0,
         top_questions=top,

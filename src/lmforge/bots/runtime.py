@@ -8,7 +8,7 @@ from typing import Awaitable, Callable
 
 from fastapi.concurrency import run_in_threadpool
 
-from .knowledge import KnowledgeIndex, format_answer
+from .knowledge import KnowledgeIndex, Reader, format_answer
 from .matcher import Matcher, loads
 
 
@@ -53,20 +53,23 @@ Generate = Callable[[str, str, str], Awaitable[str | None]]
 """(model, purpose, question) -> generated answer, or None if the model is not available."""
 
 
-def understand(brain: Brain | None, embedder, text: str, threshold: float) -> Reply | None:
-    """The matcher's or the knowledge base's answer, or None when neither is confident."""
+def understand(brain: Brain | None, embedder, text: str, threshold: float,
+               reader: Reader | None = None) -> Reply | None:
+    """The matcher's or the knowledge base's answer (read by `reader` when given), or None when neither is
+    confident."""
     if brain is None or (brain.matcher is None and brain.knowledge is None):
         return None
     q = embedder.encode([text])[0]
     best = None
     if brain.matcher is not None:
-        m = brain.matcher.match(q, text)
+        tuned = brain.matcher.encoder  # a bot with its own fine-tuned encoder matches in that encoder's space
+        m = brain.matcher.match(tuned.encode([text])[0] if tuned is not None else q, text)
         if m.intent is not None:
             best = Reply(brain.answers.get(m.intent, ""), "intent", m.intent, None, m.confidence, m.example)
             if m.confidence >= threshold and best.text:
                 return best
     if brain.knowledge is not None:
-        hit = brain.knowledge.search(q)
+        hit = brain.knowledge.answer(text, q, reader)
         if hit is not None:
             return Reply(format_answer(hit), "document", None, hit.document, hit.similarity)
     if best is not None:  # keep what the matcher guessed, for the test panel and the monitor
@@ -75,9 +78,9 @@ def understand(brain: Brain | None, embedder, text: str, threshold: float) -> Re
 
 
 async def respond(config: BotConfig, brain: Brain | None, embedder, text: str,
-                  generate: Generate | None = None) -> Reply:
+                  generate: Generate | None = None, reader: Reader | None = None) -> Reply:
     start = time.perf_counter()
-    reply = await run_in_threadpool(understand, brain, embedder, text, config.threshold)
+    reply = await run_in_threadpool(understand, brain, embedder, text, config.threshold, reader)
     if reply is None or reply.source == "fallback":
         guess = reply
         reply = None

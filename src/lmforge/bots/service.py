@@ -10,10 +10,13 @@ import threading
 from datetime import datetime, timezone
 
 import numpy as np
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import delete, select
 
+from ..safety.audit_log import AuditLog
+from ..safety.bots import BotGuard
 from ..store import Database
-from .knowledge import KnowledgeIndex
+from .knowledge import KnowledgeIndex, Reader
 from .matcher import Matcher, dumps
 from .runtime import BotConfig, Brain, Generate, Reply, respond
 from .schema import BotSpec, IntentSpec, templates
@@ -26,6 +29,7 @@ from .tables import (
     Message,
     TrainedMatcher,
 )
+from .tuning import PREFIX as ENCODER_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +214,7 @@ def train(db: Database, bot: Bot, embedder) -> None:
 
         arrays: dict[str, np.ndarray] = {}
         if pairs:
-            matcher = Matcher.train(pairs, embedder, progress)
+            matcher = Matcher.train(pairs, embedder, progress, tune_epochs=1 if bot.tune_encoder else 0)
             arrays.update(matcher.arrays())
         answered = [r for r in rows if r.answer]
         arrays["answer_intents"] = np.array([r.name for r in answered], dtype=np.str_)
@@ -220,6 +224,8 @@ def train(db: Database, bot: Bot, embedder) -> None:
         if docs:
             arrays.update(KnowledgeIndex.build([(d.name, d.text) for d in docs], embedder).arrays())
         kind = "classifier head" if "head_w" in arrays else "nearest examples"
+        if any(k.startswith(ENCODER_PREFIX) for k in arrays):
+            kind += " on a fine-tuned encoder"
         n_sent = len(arrays.get("kb_texts", []))
         with db.session() as s:
             row = s.get(TrainedMatcher, bot.id)
@@ -288,13 +294,25 @@ def conversation(db: Database, bot: Bot, channel: str, secret: str | None = None
 
 
 async def chat(db: Database, cache: BrainCache, embedder, bot: Bot, conv: Conversation, text: str,
-               generate: Generate | None = None) -> tuple[Message, Reply]:
+               generate: Generate | None = None, audit: AuditLog | None = None, *,
+               reader: Reader | None = None) -> tuple[Message, Reply]:
     """Answer one message and store the turn (question and answer in one transaction, so a crash
-    mid-request loses only that request)."""
+    mid-request loses only that request). The bot's safety policy screens both; the turn is stored with
+    PII redacted unless the policy turns that off (safety/bots.py). `reader`: the QA model the bot chose
+    for its documents, if any."""
     config = BotConfig(bot.purpose, bot.fallback, bot.threshold, bot.generative_model)
-    reply = await respond(config, cache.get(db, bot.id), embedder, text, generate)
+    # --- safety (safety/bots.py): input screening; a blocked question gets the refusal, no model call
+    guard = await run_in_threadpool(BotGuard.load, db, bot.id, audit)
+    refusal = await run_in_threadpool(guard.screen_input, text)
+    if refusal:
+        reply = Reply(refusal, "blocked")
+    else:
+        reply = await respond(config, cache.get(db, bot.id), embedder, text, generate, reader)
+    model = bot.generative_model if reply.source == "generative" else f"bot-{reply.source}"
+    reply.text = await run_in_threadpool(guard.screen_output, text, reply.text, model)
+    # --- end safety
     with db.session() as s:
-        msg = Message(conversation_id=conv.id, bot_id=bot.id, question=text, answer=reply.text,
+        msg = Message(conversation_id=conv.id, bot_id=bot.id, question=guard.stored(text), answer=guard.stored(reply.text),
                       source=reply.source, intent=reply.intent, document=reply.document,
                       confidence=reply.confidence, latency_ms=reply.latency_ms, resolved=False)
         s.add(msg)

@@ -96,6 +96,8 @@ class Bot(Base):
     fallback: Mapped[str] = mapped_column(Text, default="")
     threshold: Mapped[float] = mapped_column(Float, default=0.6)
     generative_model: Mapped[str | None] = mapped_column(String(200))
+    qa_model: Mapped[str | None] = mapped_column(String(200))  # one of the server's LMFORGE_STUDIO_QA_MODELS
+    tune_encoder: Mapped[bool] = mapped_column(Boolean, default=False)  # Train fine-tunes MiniLM (bots/tuning.py)
     token: Mapped[str] = mapped_column(String(64), unique=True)  # public: widget and REST channel
     webhook_secret: Mapped[str] = mapped_column(String(64))
     allowed_origins: Mapped[str] = mapped_column(Text, default="")  # one origin per line
@@ -138,7 +140,7 @@ class TrainedMatcher(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str] = mapped_column(Text, default="")
     version: Mapped[int] = mapped_column(Integer, default=0)
-    blob: Mapped[bytes | None] = mapped_column(LargeBinary)
+    blob: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)  # tens of MB with a tuned encoder
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -178,3 +180,14 @@ class Feedback(Base):
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
     rating: Mapped[int] = mapped_column(Integer)  # +1 or -1
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ChannelWindow(Base):
+    """Requests one caller of the public bot channels made in one clock minute (`window` = unix time // 60);
+    `bucket` names the caller (`bot:<id>` for all callers of a bot, `bot:<id>:<address>` for one client)."""
+
+    __tablename__ = "bot_rate_windows"
+
+    bucket: Mapped[str] = mapped_column(String(120), primary_key=True)
+    window: Mapped[int] = mapped_column(Integer, primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)

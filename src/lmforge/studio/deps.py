@@ -2,6 +2,8 @@
 and the errors they raise (rendered as pages, or JSON for the scripts' endpoints)."""
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from ..store import Database
 from . import security
 from .settings import StudioSettings
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 SESSION_COOKIE = "lmforge_session"
 PRELOGIN_COOKIE = "lmforge_prelogin"  # double-submit CSRF token for the sign-in form (no session yet)
@@ -42,10 +45,35 @@ def not_found() -> StudioError:
 class Studio:
     settings: StudioSettings
     brains: BrainCache = field(default_factory=BrainCache)
+    _readers: dict = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def embedder(self):
         return get_embedder(self.settings.embedder)
+
+    @property
+    def qa_models(self) -> dict[str, str]:
+        """The QA models bots may choose (LMFORGE_STUDIO_QA_MODELS): folder name -> folder."""
+        folders = [f.strip() for f in self.settings.qa_models.split(",") if f.strip()]
+        return {Path(f).name: f for f in folders}
+
+    def reader(self, name: str | None):
+        """The chosen QA model, loaded once per process; None when the bot chose none, the server no longer
+        offers it, or it cannot be loaded (logged; the bot then quotes the best sentence)."""
+        folder = self.qa_models.get(name or "")
+        if folder is None:
+            return None
+        with self._lock:
+            if folder not in self._readers:
+                from ..tasks.inference import Predictor
+
+                try:
+                    self._readers[folder] = Predictor.load(folder)
+                except (OSError, ValueError) as e:  # ModelError is a ValueError
+                    log.error("QA model %s cannot be loaded: %s", folder, e)
+                    self._readers[folder] = None
+            return self._readers[folder]
 
 
 def studio(request: Request) -> Studio:

@@ -20,6 +20,7 @@ from ..bots.schema import IntentSpec, intents_from_csv, intents_to_csv
 from ..bots.schema import templates as bot_templates
 from ..bots.service import NotFound
 from ..bots.tables import Membership, Message, User, Workspace
+from ..serve.guard import audit_log
 from . import security
 from .deps import (
     PRELOGIN_COOKIE,
@@ -167,7 +168,8 @@ def builder(bot_id: int, ctx: Ctx = Depends(current), error: str | None = None, 
     return ctx.render("bot.html", bot=bot, intents=service.intents(ctx.db, bot),
                       documents=service.documents(ctx.db, bot), training=service.training_state(ctx.db, bot),
                       base=base, origins=service.origins(bot), error=error, saved=saved,
-                      models=sorted(n for n, m in ctx.request.app.state.lmforge.models.items() if m.kind == "generate"))
+                      models=sorted(n for n, m in ctx.request.app.state.lmforge.models.items() if m.kind == "generate"),
+                      qa_models=sorted(ctx.studio.qa_models))
 
 
 @router.post("/bots/{bot_id}/settings")
@@ -185,10 +187,14 @@ async def save_settings(bot_id: int, ctx: Ctx = Depends(checked)):
     if bad:
         return redirect(f"/studio/bots/{bot.id}?error=" + quote(f"Not an origin (scheme://host[:port]): {bad[0]}"))
     model = str(form.get("generative_model", "")).strip() or None
+    qa_model = str(form.get("qa_model", "")).strip() or None
+    if qa_model is not None and qa_model not in ctx.studio.qa_models:
+        return redirect(f"/studio/bots/{bot.id}?error=" + quote("This server offers no QA model of that name."))
     service.update_bot(ctx.db, bot, name=str(form.get("name", bot.name)).strip()[:100] or bot.name,
                        purpose=str(form.get("purpose", "")), greeting=str(form.get("greeting", "")),
                        fallback=str(form.get("fallback", "")), threshold=threshold,
-                       allowed_origins="\n".join(origins), generative_model=model)
+                       allowed_origins="\n".join(origins), generative_model=model, qa_model=qa_model,
+                       tune_encoder=form.get("tune_encoder") == "on")
     return redirect(f"/studio/bots/{bot.id}?saved=settings")
 
 
@@ -300,7 +306,9 @@ async def test_chat(bot_id: int, ctx: Ctx = Depends(checked)):
     except NotFound:
         raise not_found() from None
     msg, reply = await service.chat(ctx.db, ctx.studio.brains, ctx.studio.embedder, bot, conv, text,
-                                    generator(ctx.request))
+                                    generator(ctx.request),
+                                    audit=audit_log(ctx.request),
+                                    reader=await run_in_threadpool(ctx.studio.reader, bot.qa_model))
     return dict(answer=reply.text, source=reply.source, intent=reply.intent, document=reply.document,
                 confidence=round(reply.confidence, 3), example=reply.example, message_id=msg.id,
                 conversation=conv.secret, latency_ms=round(reply.latency_ms, 1), threshold=bot.threshold)
@@ -316,6 +324,9 @@ async def monitor(bot_id: int, ctx: Ctx = Depends(current), days: int = 14, save
     st = await run_in_threadpool(monitoring.stats, ctx.db, bot, days, ctx.studio.embedder)
     charts = [monitoring.bar_chart(st["days"], st["messages_per_day"], "messages per day"),
               monitoring.bar_chart(st["days"], st["conversations_per_day"], "conversations per day")]
+    if st["blocked"] or st["flagged"]:
+        charts += [monitoring.bar_chart(st["days"], st["blocked_per_day"], "blocked by the safety policy per day"),
+                   monitoring.bar_chart(st["days"], st["flagged_per_day"], "flagged by the safety policy per day")]
     return ctx.render("monitor.html", bot=bot, st=st, charts=charts, days=days, saved=saved,
                       intent_names=[i.name for i in service.intents(ctx.db, bot)])
 

@@ -4,7 +4,9 @@ the bot's public token is the only credential and reaches only that bot and its 
 * REST (`POST /bots/{token}/messages`, `POST /bots/{token}/feedback`) for apps and the widget; browsers may
   call it only from the origins the owner listed (CORS, checked per bot).
 * Widget (`GET /bots/{token}/widget.js`): a script tag for any web page.
-* Webhook (`POST /bots/{token}/webhook`): a generic adapter for messaging platforms, signed with HMAC-SHA256."""
+* Webhook (`POST /bots/{token}/webhook`): a generic adapter for messaging platforms, signed with HMAC-SHA256.
+
+Every POST is rate limited per client address and per bot (bots/ratelimit.py): 429 with Retry-After."""
 from __future__ import annotations
 
 import hashlib
@@ -12,11 +14,13 @@ import hmac
 import json
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from ..bots import channels, service
+from ..bots import channels, ratelimit, service
 from ..bots.service import NotFound
 from ..generate import SamplingParams
+from ..serve.guard import audit_log
 from .deps import HERE
 
 router = APIRouter(prefix="/bots", include_in_schema=False)
@@ -34,6 +38,19 @@ def _bot(request: Request, token: str):
         return service.bot_by_token(request.app.state.lmforge.db, token)
     except NotFound:
         return None
+
+
+async def limited(request: Request, bot, headers: dict | None = None) -> JSONResponse | None:
+    """The 429 answer when this client (or everyone together) sent this bot too much this minute, else None."""
+    settings = request.app.state.studio.settings
+    address = request.client.host if request.client else "unknown"
+    retry = await run_in_threadpool(ratelimit.admit, request.app.state.lmforge.db, bot.id, address,
+                                    settings.bot_rpm_per_client, settings.bot_rpm_per_bot)
+    if retry is None:
+        return None
+    return JSONResponse({"error": {"message": f"Too many messages to this bot; try again in {retry} s.",
+                                   "type": "requests", "param": None, "code": "rate_limit_exceeded"}},
+                        status_code=429, headers={**(headers or {}), "Retry-After": retry})
 
 
 def cors_headers(request: Request, bot) -> dict[str, str] | None:
@@ -99,6 +116,8 @@ async def message(token: str, request: Request):
         return _error(403, "This origin may not use this bot; the owner lists allowed origins in the studio.")
     if bot is None:
         return _error(404, "No bot has this token.", headers)
+    if (refused := await limited(request, bot, headers)) is not None:
+        return refused
     body = await _json(request)
     incoming = channels.rest_in(body)
     if incoming is None:
@@ -109,7 +128,8 @@ async def message(token: str, request: Request):
         conv = service.conversation(db, bot, incoming.channel, incoming.conversation)
     except NotFound:
         return _error(404, "No conversation with this id for this bot.", headers)
-    msg, reply = await service.chat(db, st.brains, st.embedder, bot, conv, incoming.text, generator(request))
+    msg, reply = await service.chat(db, st.brains, st.embedder, bot, conv, incoming.text, generator(request),
+                                    audit=audit_log(request), reader=await run_in_threadpool(st.reader, bot.qa_model))
     return JSONResponse(channels.rest_out(conv, msg, reply), headers=headers)
 
 
@@ -121,6 +141,8 @@ async def feedback(token: str, request: Request):
         return _error(403, "This origin may not use this bot.")
     if bot is None:
         return _error(404, "No bot has this token.", headers)
+    if (refused := await limited(request, bot, headers)) is not None:
+        return refused
     body = await _json(request) or {}
     db = request.app.state.lmforge.db
     try:
@@ -159,6 +181,8 @@ async def webhook(token: str, request: Request):
     want = "sha256=" + hmac.new(bot.webhook_secret.encode(), raw, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(want, request.headers.get("x-lmforge-signature", "")):
         return _error(401, "Bad or missing X-Lmforge-Signature (sha256=HMAC of the body with the webhook secret).")
+    if (refused := await limited(request, bot)) is not None:
+        return refused
     try:
         incoming = channels.webhook_in(json.loads(raw))
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -167,5 +191,6 @@ async def webhook(token: str, request: Request):
         return _error(400, "Send JSON: {\"sender\": \"...\", \"text\": \"...\"}.")
     db, st = request.app.state.lmforge.db, request.app.state.studio
     conv = service.conversation(db, bot, "webhook", external_id=incoming.sender)
-    msg, reply = await service.chat(db, st.brains, st.embedder, bot, conv, incoming.text, generator(request))
+    msg, reply = await service.chat(db, st.brains, st.embedder, bot, conv, incoming.text, generator(request),
+                                    audit=audit_log(request), reader=await run_in_threadpool(st.reader, bot.qa_model))
     return JSONResponse(channels.webhook_out(incoming, msg, reply))

@@ -17,5 +17,12 @@ class StudioSettings(BaseSettings):
     login_max_failures: int = 5
     """Failed sign-ins allowed per username (and 4x per address) in `login_window_s` before refusing."""
     login_window_s: int = 900
+    qa_models: str = ""
+    """Extractive QA models bots may use to read their documents: comma-separated folders fine-tuned with
+    `lmforge finetune --task squad` (or any QA task); a bot's settings offer each by its folder name."""
+    bot_rpm_per_client: int = 30
+    """Messages (and ratings) per minute one client address may send to one bot's public channels; 0: no limit."""
+    bot_rpm_per_bot: int = 600
+    """Messages per minute one bot's public channels accept from all clients together; 0: no limit."""
     train_in_thread: bool = True
     """Train in a background thread (the page shows progress); false trains inside the request (tests)."""
