@@ -197,12 +197,15 @@ def main(argv=None):
     print(f"\nsingle-stream greedy decode, GPT-2 {args.size}, {tokens} new tokens after 16 prompt tokens")
     print("| precision | lmforge tok/s | transformers tok/s | speed-up | lmforge roofline | transformers roofline |")
     print("|---|---|---|---|---|---|")
+    rows = []
     for precision in args.precisions:
         r = single_stream(folder, device, precision, tokens, args.repeats)
+        rows.append(r)
         print(f"| {precision} | {r['ours']:.1f} | {r['hf']:.1f} | {r['ours'] / r['hf']:.2f}x | "
               f"{r['roofline_ours']:.2f} | {r['roofline_hf']:.2f} |", flush=True)
-    print(f"(roofline: tok/s x {r['weights'] / 1e6:.0f} MB of weights per token / {r['bandwidth'] / 1e9:.1f} GB/s "
-          "measured read bandwidth)")
+    for r in rows:
+        print(f"({r['precision']} roofline: tok/s x {r['weights'] / 1e6:.0f} MB of weights per token / "
+              f"{r['bandwidth'] / 1e9:.1f} GB/s measured read bandwidth)")
 
     c = concurrent(folder, device, tokens, args.clients)
     print(f"\nHTTP server, streaming completions of {tokens} tokens, float32")
