@@ -19,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from ..safety.audit_log import AuditLog
+from ..safety.copying import CopyIndex
 from ..safety.filters import FilterPolicy, filter_output, screen, summary
 from ..safety.moderation import ACTIONS, Decision
 from ..safety.policies import get_policy, record_events
@@ -72,6 +73,23 @@ def watermark(request: Request, served, wanted: bool) -> tuple[tuple, dict]:
     return (processor,), {"key_id": settings.watermark_key_id, "gamma": c.gamma, "delta": c.delta}
 
 
+def copy_index(request: Request) -> CopyIndex:
+    """The server's verbatim-copy index (LMFORGE_COPY_INDEX), loaded once; 400 when none is configured."""
+    settings = request.app.state.lmforge.settings
+    if settings.copy_index is None:
+        raise APIError(400, "The copy check is not configured on this server: the administrator builds an index with "
+                            "`lmforge data index` and sets LMFORGE_COPY_INDEX to its folder.",
+                       param="check_copying", code="copy_check_unavailable")
+    index = getattr(request.app.state, "copy_index", None)
+    if index is None:
+        try:
+            index = request.app.state.copy_index = CopyIndex.load(settings.copy_index)
+        except (OSError, ValueError) as e:
+            raise APIError(500, f"The server's copy index cannot be read: {e}", param="check_copying",
+                           code="copy_check_unavailable") from None
+    return index
+
+
 def _prompt_texts(req, served) -> list[str]:
     if isinstance(req, p.ChatCompletionRequest):
         return [m.text() for m in req.messages if m.role != "assistant"]
@@ -119,6 +137,10 @@ async def generate(request: Request, response: Response, key: ApiKey, req) -> ob
     prompts = _prompt_texts(req, served)
     decision = await run_in_threadpool(screen, prompts, policy.input)
     processors, wm = watermark(request, served, policy.watermark or req.watermark)
+    if req.check_copying and req.stream:
+        raise APIError(400, "check_copying reports on whole completions, so it cannot be combined with stream.",
+                       param="check_copying")
+    index = copy_index(request) if req.check_copying else None
     turn = Turn(request, key, req, policy, prompts, decision, wm)
     if decision.blocked:
         await run_in_threadpool(turn.finish)
@@ -151,6 +173,9 @@ async def generate(request: Request, response: Response, key: ApiKey, req) -> ob
                 c.text = f.text
         if f.blocked:
             c.finish_reason = "content_filter"
+        if index is not None:
+            threshold = state.settings.copy_threshold
+            c.copying = (await run_in_threadpool(index.check, f.text, threshold)).to_dict()
     await run_in_threadpool(turn.finish)
     fired = [f"{side}={d.action}" for side, d in (("input", decision), ("output", _strongest(turn.outputs)))
              if d is not None and d.action != "allow"]

@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 
 def new_id(prefix: str) -> str:
@@ -71,6 +71,7 @@ class SamplingFields(Request):
     early_stopping: bool | str = False
     user: str | None = None
     watermark: bool = False  # lmforge's: true asks for the green-list watermark (a key's policy may also force it)
+    check_copying: bool = False  # lmforge's: report each choice's longest verbatim overlap with the server's corpus
 
     @field_validator("stop")
     @classmethod
@@ -118,7 +119,20 @@ class CompletionLogprobs(BaseModel):
     text_offset: list[int] = []
 
 
-class CompletionChoice(BaseModel):
+class CopyingField(BaseModel):
+    """lmforge's `copying` on a choice (safety/copying.py's report), present only when the request asked."""
+
+    copying: dict | None = None
+
+    @model_serializer(mode="wrap")
+    def _only_when_checked(self, handler):
+        d = handler(self)
+        if d.get("copying") is None:
+            d.pop("copying", None)
+        return d
+
+
+class CompletionChoice(CopyingField):
     text: str
     index: int
     logprobs: CompletionLogprobs | None = None
@@ -182,7 +196,7 @@ class ResponseMessage(BaseModel):
     content: str | None
 
 
-class ChatChoice(BaseModel):
+class ChatChoice(CopyingField):
     index: int
     message: ResponseMessage
     logprobs: ChoiceLogprobs | None = None

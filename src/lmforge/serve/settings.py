@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     """A name for that secret, recorded with each watermarked generation so a rotated key can be told apart."""
     watermark_gamma: float = 0.25
     watermark_delta: float = 2.0
+    copy_index: Path | None = None
+    """A folder written by `lmforge data index` (an n-gram index of a training corpus): enables the
+    `check_copying` request option, which reports the longest verbatim overlap of each completion."""
+    copy_threshold: int = 32
+    """Overlaps of at least this many words are flagged."""
     audit_log: Path | None = None
     """The hash-chained audit log of every generation (JSON Lines); default `home`/audit.jsonl."""
     audit_key: SecretStr | None = None
