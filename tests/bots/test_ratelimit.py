@@ -1,22 +1,8 @@
 """Public channel limits: per client address of a bot and per bot, in clock-minute windows in the database."""
-import pytest
-
 from lmforge.bots import ratelimit, service
-from lmforge.bots.tables import ChannelWindow, Workspace
-from lmforge.serve import Settings
-from lmforge.store import Database
+from lmforge.bots.tables import ChannelWindow
 
 NOW = 1_800_000_000.0 + 15  # 15 s into a minute
-
-
-@pytest.fixture
-def db(tmp_path):
-    db = Database(Settings(home=tmp_path).database)
-    db.migrate()
-    with db.session() as s:
-        s.add(Workspace(name="w"))
-    yield db
-    db.dispose()
 
 
 def test_per_client_limit_with_retry_after(db):

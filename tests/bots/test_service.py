@@ -5,19 +5,6 @@ import pytest
 
 from lmforge.bots import service
 from lmforge.bots.embed import HashingEmbedder
-from lmforge.bots.tables import Workspace
-from lmforge.serve import Settings
-from lmforge.store import Database
-
-
-@pytest.fixture
-def db(tmp_path):
-    db = Database(Settings(home=tmp_path).database)
-    db.migrate()
-    with db.session() as s:
-        s.add(Workspace(name="w"))
-    yield db
-    db.dispose()
 
 
 def test_a_crash_mid_request_loses_only_that_request(db):

@@ -100,6 +100,18 @@ def preflight(token: str, what: str, request: Request):
     return Response(status_code=204, headers=headers)
 
 
+async def _admit(request: Request, token: str) -> tuple:
+    """(bot, CORS headers, None) for a browser call the bot accepts, else (.., .., the 403/404/429 answer)."""
+    bot = _bot(request, token)
+    headers = cors_headers(request, bot)
+    if headers is None:
+        return bot, None, _error(403, "This origin may not use this bot; the owner lists allowed origins in the "
+                                      "studio.")
+    if bot is None:
+        return None, headers, _error(404, "No bot has this token.", headers)
+    return bot, headers, await limited(request, bot, headers)
+
+
 async def _json(request: Request) -> dict | None:
     try:
         body = await request.json()
@@ -110,13 +122,8 @@ async def _json(request: Request) -> dict | None:
 
 @router.post("/{token}/messages")
 async def message(token: str, request: Request):
-    bot = _bot(request, token)
-    headers = cors_headers(request, bot)
-    if headers is None:
-        return _error(403, "This origin may not use this bot; the owner lists allowed origins in the studio.")
-    if bot is None:
-        return _error(404, "No bot has this token.", headers)
-    if (refused := await limited(request, bot, headers)) is not None:
+    bot, headers, refused = await _admit(request, token)
+    if refused is not None:
         return refused
     body = await _json(request)
     incoming = channels.rest_in(body)
@@ -135,13 +142,8 @@ async def message(token: str, request: Request):
 
 @router.post("/{token}/feedback")
 async def feedback(token: str, request: Request):
-    bot = _bot(request, token)
-    headers = cors_headers(request, bot)
-    if headers is None:
-        return _error(403, "This origin may not use this bot.")
-    if bot is None:
-        return _error(404, "No bot has this token.", headers)
-    if (refused := await limited(request, bot, headers)) is not None:
+    bot, headers, refused = await _admit(request, token)
+    if refused is not None:
         return refused
     body = await _json(request) or {}
     db = request.app.state.lmforge.db
