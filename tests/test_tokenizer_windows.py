@@ -1,15 +1,12 @@
-"""Tokenizer.encode_windows (offsets and overflow windows for extractive QA) and Unigram vocabulary sizes."""
+"""Tokenizer.encode_windows: offsets and overflow windows for extractive QA."""
 import itertools
-import logging
 import os
-import random
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 
 import lmforge
-from lmforge.tokenizer import train_tokenizer
 
 CONTEXT = "The café was opened by Ann Lee in 1901, and it closed in 1955 after a long winter."
 QUESTION = "who opened the café?"
@@ -60,46 +57,3 @@ def test_single_text_windows(tok):
     windows = tok.encode_windows(CONTEXT, max_length=10, stride=2)
     assert len(windows) > 1 and all(len(w.ids) <= 10 for w in windows)
     assert {s for w in windows for s in w.sequence_ids} <= {0, None}
-
-
-# ------------------------------------------------------------------ Unigram vocabulary sizes
-
-
-def zipf_corpus(path, n_lines=3000, seed=0):
-    """Natural-looking text: made-up words of shared syllables, drawn with Zipf frequencies."""
-    rng = random.Random(seed)
-    syllables = [c + v for c in "bcdfghklmnprstvz" for v in "aeiou"]
-    words = sorted({"".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(2500)})
-    weights = [1 / (i + 1) for i in range(len(words))]
-    path.write_text("".join(" ".join(rng.choices(words, weights, k=rng.randint(5, 15))) + ".\n"
-                            for _ in range(n_lines)), encoding="utf-8")
-    return path
-
-
-@pytest.mark.parametrize("family", ["t5", "xlnet"])
-def test_unigram_vocabulary_reaches_the_requested_size(family, tmp_path, caplog):
-    corpus = zipf_corpus(tmp_path / "corpus.txt")
-    with caplog.at_level(logging.WARNING, "lmforge.tokenizer"):
-        tok = train_tokenizer(family, [corpus], vocab_size=1000)
-    sentinels = 100 if family == "t5" else 0
-    assert 950 <= tok.vocab_size - sentinels <= 1000
-    assert not caplog.records
-    line = corpus.read_text().splitlines()[7]
-    assert tok.decode(tok.encode(line)) == line
-    assert len(tok.tokenize(line)) < len(line.replace(" ", "")) / 2  # pieces, not characters
-
-
-@pytest.mark.parametrize("family", ["t5", "xlnet"])
-def test_small_corpus_keeps_whole_words_and_warns(family, tmp_path, caplog):
-    """Fifteen words in random order: no word is part of another, so the trainer alone spells them out."""
-    rng = random.Random(0)
-    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
-             "lima", "mike", "oscar", "papa"]
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("".join(" ".join(rng.sample(words, 5)) + "\n" for _ in range(200)), encoding="utf-8")
-    with caplog.at_level(logging.WARNING, "lmforge.tokenizer"):
-        tok = train_tokenizer(family, [corpus], vocab_size=300)
-    assert tok.tokenize("alpha juliet mike") == ["▁alpha", "▁juliet", "▁mike"]
-    assert tok.decode(tok.encode("alpha juliet mike")) == "alpha juliet mike"
-    assert any("the corpus supports only" in r.getMessage() and "of the 300" in r.getMessage()
-               for r in caplog.records)

@@ -13,6 +13,7 @@ Every source is turned into a `tokenizers.Tokenizer` built the way transformers 
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -23,7 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    AddedToken,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from tokenizers import Tokenizer as Backend
 
 from .models import ModelError
@@ -120,7 +129,7 @@ class Tokenizer:
     # ---------------------------------------------------------------- loading
 
     @classmethod
-    def from_pretrained(cls, folder, family: str | None = None) -> "Tokenizer":
+    def from_pretrained(cls, folder, family: str | None = None) -> Tokenizer:
         """Load from tokenizer.json (preferred) or the family's original files (vocab.txt, vocab.json + merges.txt,
         spiece.model); special tokens and options from tokenizer_config.json / special_tokens_map.json."""
         folder = Path(folder)
@@ -300,6 +309,8 @@ def _sequence_ids(window, first) -> list[int | None]:
 
 def train_tokenizer(family: str, files: list, vocab_size: int = 8000, min_frequency: int = 2) -> Tokenizer:
     """Train a new vocabulary on text files, with the family's model, pipeline and special tokens.
+
+    The same files give the same vocabulary and ids in every run, so a study or a pretraining run can be repeated.
     (`min_frequency` applies to WordPiece and BPE, and to the whole words a Unigram vocabulary is topped up
     with; a corpus too small for `vocab_size` gives a smaller Unigram vocabulary and a warning.)"""
     if family not in FAMILIES:
@@ -310,46 +321,44 @@ def train_tokenizer(family: str, files: list, vocab_size: int = 8000, min_freque
         raise ModelError(f"cannot train a tokenizer: {', '.join(missing)} not found")
     specials = dict(DEFAULT_SPECIALS[family])
     opts = dict(DEFAULT_OPTIONS[family])
-    # tokenizers' progress bars, but only on a terminal: piped, they leave blank lines on stdout.
-    progress = {"show_progress": sys.stderr.isatty()}
+    extras = {"xlnet": ["<eod>", "<eop>"], "t5": [f"<extra_id_{i}>" for i in range(opts.get("extra_ids", 0))]}
+    extras = extras.get(family, [])
     if family == "bert":
         backend = _bert_pipeline(models.WordPiece(unk_token="[UNK]"), opts)
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, **progress,
-                                            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-        extras = []
+        backend.model = models.WordPiece(_wordpiece_vocab(backend, files, vocab_size, min_frequency),
+                                         unk_token="[UNK]")
     elif family in ("roberta", "gpt2"):
         backend = _byte_bpe_pipeline(models.BPE(), opts)
         order = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] if family == "roberta" else ["<|endoftext|>"]
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=order,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), **progress)
-        extras = []
-    elif family == "xlnet":
+        # tokenizers' progress bars, but only on a terminal: piped, they leave blank lines on stdout.
+        backend.train(files, trainers.BpeTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=order,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=sys.stderr.isatty()))
+    else:
         backend = _spiece_pipeline(models.Unigram(), family, opts, precompiled=None)
-        extras = ["<eod>", "<eop>"]
-        trainer = trainers.UnigramTrainer(
-            vocab_size=vocab_size, unk_token="<unk>", **progress,
-            special_tokens=["<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", *extras])
-    else:  # t5
-        backend = _spiece_pipeline(models.Unigram(), family, opts, precompiled=None)
-        extras = []
-        trainer = trainers.UnigramTrainer(vocab_size=vocab_size, unk_token="<unk>", **progress,
-                                          special_tokens=["<pad>", "</s>", "<unk>"])
-    backend.train(files, trainer)
-    if family in ("t5", "xlnet"):
-        trained = json.loads(backend.to_str())["model"]
-        vocab = _with_whole_words([tuple(v) for v in trained["vocab"]], backend, files, vocab_size, min_frequency)
-        if len(vocab) < 0.9 * vocab_size:
-            log.warning("the corpus supports only %d of the %d %s tokens asked for (a Unigram vocabulary keeps only "
-                        "pieces the text uses); train on more text or ask for a smaller vocab_size",
-                        len(vocab), vocab_size, family)
-        if family == "t5":  # sentinels go into the Unigram vocab itself, as T5Converter does
-            sentinels = [f"<extra_id_{i}>" for i in range(opts["extra_ids"] - 1, -1, -1)]
-            vocab += [(s, 0.0) for s in sentinels]
-            extras = sentinels[::-1]
-        backend.model = models.Unigram(vocab, unk_id=trained["unk_id"], byte_fallback=False)
+        backend.model = _unigram_model(backend, family, files, vocab_size, min_frequency, extras)
     backend.add_special_tokens([_special(t, family, specials) for t in dict.fromkeys([*specials.values(), *extras])])
     backend.post_processor = _post_processor(family, specials, backend, opts)
     return Tokenizer(backend, family, specials, extras, opts)
+
+
+def _unigram_model(backend: Backend, family: str, files: list[str], vocab_size: int, min_frequency: int,
+                   extras: list[str]) -> models.Unigram:
+    """XLNet's and T5's Unigram model, laid out as their spiece.model files are (T5's sentinels last)."""
+    front = (["<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", *extras] if family == "xlnet" else
+             ["<pad>", "</s>", "<unk>"])
+    backend.train(files, trainers.UnigramTrainer(vocab_size=vocab_size, unk_token="<unk>", special_tokens=front,
+                                                 show_progress=sys.stderr.isatty()))
+    trained = json.loads(backend.to_str())["model"]
+    vocab = _with_whole_words(_canonical_unigram(trained["vocab"], len(front)), backend, files, vocab_size,
+                              min_frequency)
+    if len(vocab) < 0.9 * vocab_size:
+        log.warning("the corpus supports only %d of the %d %s tokens asked for (a Unigram vocabulary keeps only "
+                    "pieces the text uses); train on more text or ask for a smaller vocab_size",
+                    len(vocab), vocab_size, family)
+    if family == "t5":  # sentinels go into the Unigram vocab itself, <extra_id_0> last, as T5Converter does
+        vocab += [(s, 0.0) for s in reversed(extras)]
+    return models.Unigram(vocab, unk_id=trained["unk_id"], byte_fallback=False)
 
 
 def _with_whole_words(vocab: list[tuple[str, float]], backend: Backend, files: list[str], vocab_size: int,
@@ -364,16 +373,78 @@ def _with_whole_words(vocab: list[tuple[str, float]], backend: Backend, files: l
     room = vocab_size - len(vocab)
     if room <= 0:
         return vocab
+    counts = _word_counts(backend, files)
+    have = {piece for piece, _ in vocab}
+    total = sum(counts.values()) or 1
+    words = [(w, c) for w, c in counts.most_common() if c >= min_frequency and w not in have][:room]
+    return vocab + [(w, math.log(c / total)) for w, c in words]
+
+
+def _word_counts(backend: Backend, files: list[str]) -> Counter[str]:
+    """How often each word occurs, as the backend's normalizer and pre-tokenizer cut the text."""
     counts: Counter[str] = Counter()
     for path in files:
         with open(path, encoding="utf-8") as f:
             for line in f:
                 text = backend.normalizer.normalize_str(line) if backend.normalizer else line
                 counts.update(word for word, _ in backend.pre_tokenizer.pre_tokenize_str(text))
-    have = {piece for piece, _ in vocab}
-    total = sum(counts.values()) or 1
-    words = [(w, c) for w, c in counts.most_common() if c >= min_frequency and w not in have][:room]
-    return vocab + [(w, math.log(c / total)) for w, c in words]
+    return counts
+
+
+def _wordpiece_vocab(backend: Backend, files: list[str], vocab_size: int, min_frequency: int) -> dict[str, int]:
+    """Learn a WordPiece vocabulary the way tokenizers' WordPieceTrainer does, but the same one on every run.
+
+    WordPieceTrainer is BPE whose pieces inside a word carry "##". It numbers those "##" pieces in hash-map
+    order, and the numbers break ties between equally frequent merges, so two runs on one corpus learn different
+    vocabularies (huggingface/tokenizers#1794). Here the plain BPE trainer, which numbers its alphabet by code
+    point, learns from words whose inner characters are renamed to private-use characters; the renamed pieces
+    become "##" pieces afterwards. Same merges as WordPieceTrainer, ties broken by code point."""
+    counts = _word_counts(backend, files)
+    alphabet = sorted({c for word in counts for c in word})
+    taken = set(alphabet)
+    free = (chr(p) for p in range(0xF0000, 0x10FFFE) if chr(p) not in taken)  # supplementary private use areas
+    inner = dict(zip(alphabet, free))
+    if len(inner) < len(alphabet):
+        raise ModelError(f"cannot train a WordPiece vocabulary over {len(alphabet)} distinct characters")
+    outer = {renamed: c for c, renamed in inner.items()}
+    bpe = Backend(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
+                                  special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    renamed = ((word[0] + "".join(inner[c] for c in word[1:]), n) for word, n in counts.items())
+    bpe.train_from_iterator((" ".join([word] * n) for word, n in renamed), trainer, length=len(counts))
+
+    def original(piece: str) -> str:
+        plain = "".join(outer.get(c, c) for c in piece)
+        return "##" + plain if piece[0] in outer else plain
+    return {original(piece): i for piece, i in bpe.get_vocab().items()}
+
+
+def _canonical_unigram(vocab: list, n_special: int) -> list[tuple[str, float]]:
+    """A trained Unigram vocabulary in an order, and with scores, that do not change between runs.
+
+    tokenizers' UnigramTrainer works in hash-map order. Its scores differ between runs in their last bits, equally
+    likely pieces come out in either order, and the characters it adds back at the end (so that every character
+    has a piece) are scored lowest + 0.0001 k, k = 0, 1, ..., in a different order each run. Here scores are
+    rounded to 1e-6, those characters take that ladder in character order, and ties are broken by piece; the
+    special tokens stay in front."""
+    pieces = [(piece, round(score, 6)) for piece, score in vocab[n_special:]]
+    added_back = _added_back_characters(pieces)
+    ladder = zip(sorted(piece for piece, _ in added_back), sorted((score for _, score in added_back), reverse=True))
+    learnt = [v for v in pieces if v not in added_back]
+    return [tuple(v) for v in vocab[:n_special]] + sorted([*learnt, *ladder], key=lambda v: (-v[1], v[0]))
+
+
+def _added_back_characters(pieces: list[tuple[str, float]]) -> set[tuple[str, float]]:
+    """The single characters on the rungs lowest + 0.0001 k, k = 0, 1, ... up to the first empty rung."""
+    lowest = min((score for _, score in pieces), default=0.0)
+    rungs: dict[int, list] = {}
+    for piece, score in pieces:
+        k = (score - lowest) / 1e-4
+        if len(piece) == 1 and abs(k - round(k)) < 1e-2:
+            rungs.setdefault(round(k), []).append((piece, score))
+    top = next(k for k in itertools.count() if k not in rungs)
+    return {v for k in range(top) for v in rungs[k]}
 
 
 # -------------------------------------------------------- pipelines per family
