@@ -91,7 +91,7 @@ class StudyArgs:
     target_max_length: int = 32
 
     # generation and cost measurements
-    samples: int = 5
+    samples: int = 20
     """Prompts sampled per family for the generation table (each continued by `sample_tokens`)."""
     sample_tokens: int = 32
     heldout_chars: int = 20000

@@ -65,7 +65,7 @@ def compare_cmd(
     finetune_lr: Annotated[float, typer.Option(help="Fine-tuning learning rate, every family.")] = 3e-4,
     max_length: Annotated[int, typer.Option(help="Fine-tuning input tokens.")] = 128,
     target_max_length: Annotated[int, typer.Option(help="Target tokens (text-to-text, prompt modes).")] = 32,
-    samples: Annotated[int, typer.Option(help="Generation prompts per family.")] = 5,
+    samples: Annotated[int, typer.Option(help="Generation prompts per family.")] = 20,
     sample_tokens: Annotated[int, typer.Option(help="Tokens generated per prompt.")] = 32,
     heldout_chars: Annotated[int, typer.Option(help="Held-out characters scored for perplexity.")] = 20000,
     seed: Annotated[int, typer.Option(help="Pretraining seed and first fine-tuning seed.")] = 0,

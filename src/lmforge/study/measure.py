@@ -14,6 +14,7 @@ from itertools import pairwise
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from ..models import ModelError
 
@@ -353,6 +354,15 @@ def prompts_from(text: str, count: int, words_per_prompt: int = 6) -> list[str]:
 
 # ------------------------------------------------------------------ cost
 
+# FlopCounterMode counts scaled_dot_product_attention's CUDA kernels but not the CPU one (torch 2.13); the same
+# formulas, by the argument shapes the CPU kernel shares with them, count it.
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
+        lambda q, k, v, *args, out_shape=None, **kwargs: sdpa_flop_count(q, k, v),
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
+        lambda grad, q, k, v, *args, out_shape=None, **kwargs: sdpa_backward_flop_count(grad, q, k, v),
+}
+
 
 @contextmanager
 def one_cpu_thread(device: torch.device):
@@ -384,9 +394,10 @@ def forward_latency(model, batch: dict, reps: int) -> float:
     return float(np.median(times))
 
 
-def training_memory(model, batch: dict) -> dict:
-    """Bytes of the weights, and of the activations one training step keeps for the backward pass (every
-    tensor autograd saves, counted as it is saved; device-independent), plus CUDA's peak where there is one."""
+def training_step_cost(model, batch: dict, train_kwargs: dict | None = None) -> dict:
+    """What one training step costs, independently of the machine: bytes of the weights, bytes of the activations
+    it keeps for the backward pass (every tensor autograd saves, counted as it is saved), and its floating-point
+    operations (FlopCounterMode: matmuls and attention, forward and backward). Plus CUDA's peak where there is one."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     saved = {"bytes": 0}
     seen: set = set()
@@ -402,13 +413,13 @@ def training_memory(model, batch: dict) -> dict:
     cuda = batch["input_ids"].is_cuda
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(**batch).loss
-    loss.backward()
+    flops = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS)
+    with flops, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(**batch, **(train_kwargs or {})).loss
+        loss.backward()
     model.zero_grad(set_to_none=True)
     model.eval()
-    out = {"weights_bytes": weights, "activation_bytes": saved["bytes"]}
+    out = {"weights_bytes": weights, "activation_bytes": saved["bytes"], "train_flops": flops.get_total_flops()}
     if cuda:
         out["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
     return out
-

@@ -211,16 +211,20 @@ def tables(r: dict) -> list[dict]:
         c, p = v["cost"], v["pretrain"]
         ft = [t["families"][f]["train_seconds"] for t in r["tasks"].values() if t["families"][f].get("n")]
         wall = fmt(p["wall_seconds"]) + (" (last session; resumed)" if p.get("resumed") else "")
-        rows.append([f, fmt(p["tokens_per_s"]), wall, fmt(c["forward_ms"]),
+        rows.append([f, fmt(c["train_flops_per_token"] / 1e6), fmt(p["tokens_per_s"]), wall, fmt(c["forward_ms"]),
                      fmt(v["generation"]["ms_per_token"]), fmt(c["weights_bytes"] / 2**20),
                      fmt(c["activation_bytes"] / 2**20), fmt(np.mean(ft)) if ft else "—"])
     tok = next(iter(fams.values()))["cost"]["forward_tokens"]
-    out.append({"title": "Cost", "header": ["family", "training tokens/s", "pretraining wall time (s)",
+    out.append({"title": "Cost", "header": ["family", "training MFLOPs per token", "training tokens/s",
+                                             "pretraining wall time (s)",
                                              f"forward latency, batch 1 × {tok} tokens (ms)", "generation (ms/token)",
                                              "weights (MiB)", "activations per training step (MiB)",
                                              "mean fine-tuning time per run (s)"], "rows": rows,
-                "note": f"Activations: bytes of every tensor autograd saves for the backward pass of one step of "
-                        f"{r['meta']['args']['micro_batch']} blocks. Forward latency and generation speed are measured "
+                "note": f"FLOPs and activations: one training step of {r['meta']['args']['micro_batch']} blocks, "
+                        "forward and backward, as the pretraining ran it; FLOPs counted by torch's FlopCounterMode "
+                        "(matrix products and attention) per corpus token the step consumes, activations as the "
+                        "bytes of every tensor autograd saves for the backward pass. Both are independent of the "
+                        "machine. Forward latency and generation speed are measured "
                         "at batch 1 on one CPU thread (on a GPU, on the GPU). Timings on the hardware above, which "
                         "other work may have shared."})
     out.append({"title": "Claims versus measurement", "header": ["claim", "source", "measured in this run", "verdict"],

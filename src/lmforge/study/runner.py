@@ -171,7 +171,6 @@ def matched_shapes(args: StudyArgs, toks: dict[str, Path], work: Path) -> dict[s
 
 def calibrate(args: StudyArgs, shapes: dict, toks: dict[str, Path], work: Path, steps: int = 3) -> dict[str, float]:
     """Training tokens per second of each family at its shape (a few optimizer steps on random blocks)."""
-    from ..objectives.base import Blocks
     from ..tokenizer import Tokenizer
     from ..train.recipes import make_objective, new_model
 
@@ -183,17 +182,12 @@ def calibrate(args: StudyArgs, shapes: dict, toks: dict[str, Path], work: Path, 
         objective = make_objective(a, tok)
         model = new_model(a, tok, objective.task).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        rng = np.random.default_rng(0)
-        specials = set(tok.all_special_ids)
-        vocab = np.array([i for i in range(tok.vocab_size) if i not in specials])
-        L = objective.raw_length(args.block_size) if family == "t5" else args.block_size
-        blocks = Blocks(vocab[rng.integers(len(vocab), size=(args.micro_batch, L))],
-                        np.full(args.micro_batch, L), np.arange(args.micro_batch))
-        batch = {k: v.to(device) for k, v in objective(blocks).items()}
+        batch, _ = random_training_batch(args, family, objective, tok, device, seed=0)
+        kwargs = getattr(objective, "train_kwargs", {})
         times = []
         for _ in range(steps + 1):
             t0 = time.perf_counter()
-            model(**batch).loss.backward()
+            model(**batch, **kwargs).loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             if device.type == "cuda":
@@ -201,6 +195,20 @@ def calibrate(args: StudyArgs, shapes: dict, toks: dict[str, Path], work: Path, 
             times.append(time.perf_counter() - t0)
         speed[family] = args.micro_batch * args.block_size / float(np.median(times[1:]))
     return speed
+
+
+def random_training_batch(args: StudyArgs, family: str, objective, tok, device, seed: int) -> tuple[dict, int]:
+    """One pretraining micro-batch of random blocks, for timing and counting (the text does not change the cost),
+    and the corpus tokens it consumes (T5's span corruption reads more raw tokens than it feeds the encoder)."""
+    from ..objectives.base import Blocks
+
+    L = objective.raw_length(args.block_size) if family == "t5" else args.block_size
+    rng = np.random.default_rng(seed)
+    specials = set(tok.all_special_ids)
+    vocab = np.array([i for i in range(tok.vocab_size) if i not in specials])
+    blocks = Blocks(vocab[rng.integers(len(vocab), size=(args.micro_batch, L))], np.full(args.micro_batch, L),
+                    np.arange(args.micro_batch))
+    return {k: v.to(device) for k, v in objective(blocks).items()}, args.micro_batch * L
 
 
 def make_plan(args: StudyArgs, work: Path) -> dict:
@@ -308,7 +316,8 @@ def measure_stage(args: StudyArgs, plan: dict, work: Path, family: str, report) 
                          "heldout_bigram_perplexity": judge.perplexity([heldout[: args.heldout_chars]]),
                          "ms_per_token": 1000 * gen_time / max(gen_tokens, 1)}
     report(3, 5)
-    # Cost: one forward at batch 1 over a full block; memory of one training step at the pretraining batch.
+    # Cost: one forward at batch 1 over a full block; memory and FLOPs of one training step at the pretraining
+    # batch (per token: per corpus token the step consumes).
     ids = tok.encode(heldout, add_special_tokens=False)[: args.block_size]
     x = torch.tensor([ids], device=device)
     fwd = {"input_ids": x}
@@ -317,16 +326,9 @@ def measure_stage(args: StudyArgs, plan: dict, work: Path, family: str, report) 
     with m.one_cpu_thread(device):
         out["cost"] = {"forward_ms": 1000 * m.forward_latency(model, fwd, args.latency_reps),
                        "forward_tokens": len(ids)}
-    from ..objectives.base import Blocks
-
-    L = objective.raw_length(args.block_size) if family == "t5" else args.block_size
-    rng = np.random.default_rng(args.seed)
-    specials = set(tok.all_special_ids)
-    vocab = np.array([i for i in range(tok.vocab_size) if i not in specials])
-    blocks = Blocks(vocab[rng.integers(len(vocab), size=(args.micro_batch, L))], np.full(args.micro_batch, L),
-                    np.arange(args.micro_batch))
-    batch = {k: v.to(device) for k, v in objective(blocks).items()}
-    out["cost"].update(m.training_memory(model, batch))
+    batch, tokens = random_training_batch(args, family, objective, tok, device, seed=args.seed)
+    out["cost"].update(m.training_step_cost(model, batch, getattr(objective, "train_kwargs", {})))
+    out["cost"]["train_flops_per_token"] = out["cost"]["train_flops"] / tokens
     report(5, 5)
     return out
 
