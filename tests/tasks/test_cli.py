@@ -1,4 +1,5 @@
 """`lmforge finetune` and `lmforge eval` end to end on a tiny CSV."""
+import importlib
 import json
 
 from .synthetic_data import marker_rows, write_csv
@@ -71,3 +72,30 @@ def test_eval_a_pretrained_lm_on_a_benchmark_copy(tiny_model, tmp_path):
     result = runner.invoke(app, ["eval", "--model", str(tiny_model("bert")), "--task", "sst2",
                                  "--data-dir", str(tmp_path / "data")])
     assert result.exit_code == 1 and "has labels LABEL_0, LABEL_1 but sst2 needs negative, positive" in text(result)
+
+
+def test_finetune_interrupted_by_ctrl_c_resumes_with_resume(tiny_model, tmp_path, monkeypatch):
+    ft = importlib.import_module("lmforge.tasks.finetune")  # the package exports a function of that name
+
+    write_csv(tmp_path / "reviews.csv", ["review", "stars"], marker_rows(64, seed=3))
+    cmd = ["finetune", "--model", str(tiny_model("bert")), "--task", "classification", "--train",
+           str(tmp_path / "reviews.csv"), "--text-column", "review", "--label-column", "stars", "--out",
+           str(tmp_path / "model"), "--max-steps", "12", "--save-every", "5", "--max-length", "32", "--no-eval"]
+    real_step, calls = ft.optimizer_step, []
+
+    def step_then_ctrl_c(*args):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        real_step(*args)
+
+    monkeypatch.setattr(ft, "optimizer_step", step_then_ctrl_c)
+    result = runner.invoke(app, cmd)
+    assert result.exit_code == 1
+    assert "interrupted" in text(result) and "add --resume to continue" in text(result)
+    monkeypatch.setattr(ft, "optimizer_step", real_step)
+    result = runner.invoke(app, cmd)
+    assert result.exit_code == 1 and "pass --resume to continue it" in text(result)
+    result = runner.invoke(app, cmd + ["--resume"])
+    assert result.exit_code == 0, result.output
+    assert "12 steps" in text(result) and not (tmp_path / "model" / "checkpoint.pt").exists()

@@ -1,6 +1,8 @@
 """End-to-end fine-tuning of tiny random models on small synthetic tasks that are learnable."""
 import random
 
+import torch
+
 import pytest
 from .synthetic_data import MARKER, WORDS, marker_rows, write_csv, write_jsonl
 
@@ -110,3 +112,55 @@ def test_meaningless_combinations_say_so(family, task, message, tiny_model, tmp_
         train.write_text("alpha bravo charlie")
     with pytest.raises(ModelError, match=message):
         finetune(_args(tiny_model(family), tmp_path / "out", task=task, train=train, max_steps=1))
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _stop_at(step_to_stop):
+    def progress(step, total, loss):
+        if step == step_to_stop:
+            raise Interrupt
+    return progress
+
+
+@pytest.mark.parametrize("family, kind", [("bert", "classification"), ("t5", "text2text")])
+def test_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(family, kind, tiny_model, marker_files,
+                                                                        tmp_path):
+    """Dropout is on: equal weights need the batch order replayed and the random state restored as well."""
+    train, dev = marker_files
+    model = tiny_model(family, "lm" if family == "t5" else "base")
+    common = dict(task="classification", train=train, columns={"text": "review", "label": "stars"},
+                  max_steps=23, save_every=10, evaluate=False, max_length=64 if family == "t5" else 32)
+    whole = finetune(_args(model, tmp_path / "whole", **common))
+    assert not (tmp_path / "whole" / "checkpoint.pt").exists()  # a finished run cleans up
+
+    with pytest.raises(Interrupt):
+        finetune(_args(model, tmp_path / "cut", **common), progress=_stop_at(15))
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["step"] == 10
+    with pytest.raises(ModelError, match="holds an interrupted fine-tuning run.*--resume"):
+        finetune(_args(model, tmp_path / "cut", **common))
+    steps = []
+    resumed = finetune(_args(model, tmp_path / "cut", resume=True, **common),
+                       progress=lambda step, total, loss: steps.append(step))
+    assert steps == list(range(11, 24)) and resumed.steps == whole.steps == 23
+    assert resumed.final_loss == pytest.approx(whole.final_loss, abs=1e-6)
+    a, b = whole.predictor.model.state_dict(), resumed.predictor.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "cut" / "checkpoint.pt").exists()
+
+
+def test_resume_checks_the_checkpoint_belongs_to_the_run(tiny_model, marker_files, tmp_path):
+    train, _ = marker_files
+    common = dict(task="classification", train=train, columns={"text": "review", "label": "stars"}, max_steps=12,
+                  save_every=5, evaluate=False)
+    with pytest.raises(ModelError, match="nothing to resume"):
+        finetune(_args(tiny_model("bert"), tmp_path / "out", resume=True, **common))
+    with pytest.raises(Interrupt):
+        finetune(_args(tiny_model("bert"), tmp_path / "out", **common), progress=_stop_at(7))
+    with pytest.raises(ModelError, match="written with lr=0.002 but this run has lr=0.001"):
+        finetune(_args(tiny_model("bert"), tmp_path / "out", resume=True, **{**common, "lr": 1e-3}))
+    (tmp_path / "out" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="could not read the checkpoint"):
+        finetune(_args(tiny_model("bert"), tmp_path / "out", resume=True, **common))

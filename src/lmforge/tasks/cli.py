@@ -78,6 +78,9 @@ def finetune_cmd(
     freeze_embeddings: Annotated[bool, Opt(help="Keep the word embeddings fixed (a faster step on CPU).")] = False,
     seed: Annotated[int, Opt(help="Random seed.")] = 0,
     evaluate: Annotated[bool, Opt("--eval/--no-eval", help="Evaluate on the validation split afterwards.")] = True,
+    save_every: Annotated[int, Opt(help="Steps between checkpoints in OUT/checkpoint.pt (0: none); deleted when "
+                                        "the run finishes.")] = 200,
+    resume: Annotated[bool, Opt(help="Continue an interrupted run from OUT/checkpoint.pt (same options).")] = False,
     threads: Threads = None,
 ) -> None:
     """Fine-tune a model on a task: a public benchmark's local copy, or your own CSV / TSV / JSONL."""
@@ -94,8 +97,8 @@ def finetune_cmd(
                             data_dir=data_dir, mode=mode, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                             lr=lr, max_length=max_length, target_max_length=target_max_length,
                             max_train_examples=max_train_examples, max_eval_examples=max_eval_examples, seed=seed,
-                            freeze_embeddings=freeze_embeddings,
-                            evaluate=evaluate)
+                            freeze_embeddings=freeze_embeddings, evaluate=evaluate, save_every=save_every,
+                            resume=resume)
         with Progress(TextColumn("fine-tuning"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                       TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as bar:
@@ -109,6 +112,10 @@ def finetune_cmd(
             result = finetune(args, progress)
     except ModelError as e:
         _fail(e)
+    except KeyboardInterrupt:
+        ckpt = Path(out) / "checkpoint.pt"
+        _fail(f"interrupted; {ckpt} holds the last checkpoint: add --resume to continue from it" if ckpt.is_file()
+              else "interrupted before the first checkpoint (--save-every steps)")
     console.print(f"fine-tuned {result.predictor.model.family} ({result.mode}) on {result.train_examples:,} "
                   f"examples: {result.steps:,} steps in {result.train_seconds:.1f} s, final loss "
                   f"{result.final_loss:.4f}; saved to {result.out}")

@@ -7,6 +7,7 @@ The optimisation itself is `train_loop`, on the pretraining trainer's optimizer,
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import random
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..models import ModelError
+from ..train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_state
 from ..train.optim import make_optimizer, make_scheduler, optimizer_step
 from . import formatting as fm
 from . import hub_data
@@ -75,6 +77,14 @@ class FinetuneArgs:
     seed: int = 0
     evaluate: bool = True
     """Evaluate on the validation split after training."""
+    save_every: int = 200
+    """Steps between checkpoints (OUT/checkpoint.pt: weights, optimizer, schedule, random state, step); 0: none.
+    The checkpoint is deleted once the fine-tuned model is saved."""
+    resume: bool = False
+    """Continue an interrupted run from OUT/checkpoint.pt; the other arguments must be the same."""
+
+    # Arguments a resumed run may change: they do not touch the training itself.
+    RESUMABLE_CHANGES = ("validation", "max_eval_examples", "evaluate", "save_every", "resume")
 
 
 @dataclass
@@ -94,6 +104,7 @@ def finetune(args: FinetuneArgs, progress: Callable[[int, int, float], None] | N
     `progress(step, total, recent_loss)` is called after every optimiser step."""
     spec = get_task(args.task)
     mode = fm.choose_mode(_family(args.model), spec.kind, args.mode)  # before reading data: fail fast
+    resume_from = _checkpoint_to_resume(args)
     train = load_examples(spec, "train", args.train, args.columns, args.data_dir)
     train = _limit(train, args.max_train_examples, args.seed)
     labels = None
@@ -107,22 +118,24 @@ def finetune(args: FinetuneArgs, progress: Callable[[int, int, float], None] | N
     if args.evaluate:
         validation = load_validation(spec, args.validation, args.columns, args.data_dir, labels)
 
+    torch.manual_seed(args.seed)  # the new head's initial weights, dropout and anything else random: the seed's
+    random.seed(args.seed)
     model, tok = prepare_model(args.model, fm.HEAD[mode], labels)
     predictor = Predictor(model, tok, spec, mode, args.max_length, args.target_max_length, args.stride)
 
     items, collate = training_items(predictor, train)
     if args.freeze_embeddings:
         model.get_submodule(_WORD_EMBEDDINGS[model.family]).weight.requires_grad_(False)
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
     t0 = time.perf_counter()
     steps, loss = train_loop(
         model, items, collate, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
         lr=args.lr or DEFAULT_LR[mode], weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
         seed=args.seed, progress=progress,
+        checkpoints=Checkpoints(Path(args.out), args.save_every, _run_args(args), resume_from),
     )
     seconds = time.perf_counter() - t0
     save(predictor, args.out)
+    (Path(args.out) / CHECKPOINT).unlink(missing_ok=True)
     metrics = None
     if validation is not None:
         metrics = evaluate(predictor, _limit(validation, args.max_eval_examples, args.seed)).metrics
@@ -255,41 +268,100 @@ def save(p: Predictor, out) -> None:
     p.save_meta(out)
 
 
+# ------------------------------------------------------------------ checkpoints
+
+
+@dataclass
+class Checkpoints:
+    """Where and how often `train_loop` saves, what a checkpoint records of the run, and the one it resumes from."""
+    folder: Path
+    every: int
+    run_args: dict
+    resume_from: dict | None = None
+
+
+def _run_args(args: FinetuneArgs) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(args).items()
+            if k not in FinetuneArgs.RESUMABLE_CHANGES}
+
+
+def _checkpoint_to_resume(args: FinetuneArgs) -> dict | None:
+    """The checkpoint `--resume` continues from, after checking it belongs to this run; without `--resume`, refuse
+    to start over a run that was interrupted (its checkpoint would be overwritten)."""
+    path = Path(args.out) / CHECKPOINT
+    if not args.resume:
+        if path.is_file():
+            raise ModelError(f"{args.out} holds an interrupted fine-tuning run ({path}); pass --resume to continue "
+                             "it, or choose another --out")
+        return None
+    if not path.is_file():
+        raise ModelError(f"nothing to resume: {path} not found (a finished run deletes its checkpoint)")
+    try:
+        ckpt = load_checkpoint(args.out)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: say which, not a pickle traceback
+        raise ModelError(f"could not read the checkpoint {path}: {str(e).splitlines()[0] if str(e) else e!r}") from None
+    now = _run_args(args)
+    for key, value in ckpt["args"].items():
+        if now.get(key) != value:
+            raise ModelError(f"the checkpoint in {args.out} was written with {key}={value!r} but this run has "
+                             f"{key}={now.get(key)!r}; resume with the same arguments")
+    return ckpt
+
+
 # ------------------------------------------------------------------ the loop
 
 
 def train_loop(model, items: list, collate: Callable, *, epochs: float, max_steps: int | None, batch_size: int,
                lr: float, weight_decay: float, warmup_ratio: float, seed: int,
-               progress: Callable[[int, int, float], None] | None = None, clip: float = 1.0) -> tuple[int, float]:
+               progress: Callable[[int, int, float], None] | None = None, clip: float = 1.0,
+               checkpoints: Checkpoints | None = None) -> tuple[int, float]:
     """Shuffled, length-grouped batches through the pretraining trainer's optimizer, schedule (linear warmup
     and decay) and step (lmforge.train.optim). Returns the number of steps and the mean loss of the last 20.
     Not lmforge.train's loop itself: that one is built around packed blocks, objectives, exact replay and
-    distributed ranks; a fine-tuning run is minutes long and its batches are examples of different lengths."""
+    distributed ranks; a fine-tuning run is minutes long and its batches are examples of different lengths.
+    A resumed run replays the batch order up to its checkpoint and restores the random state, so it ends with
+    the weights the uninterrupted run would have."""
     total = max_steps or max(1, round(epochs * math.ceil(len(items) / batch_size)))
     # Fused AdamW: on CPU the per-tensor loop would be a fifth of a MiniLM fine-tuning step.
     opt = make_optimizer(model, lr, weight_decay, fused=True)
     sched = make_scheduler(opt, int(total * warmup_ratio), total, schedule="linear")
     params = [p for p in model.parameters() if p.requires_grad]
-    g = torch.Generator().manual_seed(seed)
     device = model.device
+    start, recent = 0, deque(maxlen=20)
+    ckpt = checkpoints.resume_from if checkpoints else None
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        start = ckpt["step"]
+        recent.extend(ckpt["recent"])
+        set_rng_state(ckpt["rng"])
+        log.info("resumed from step %d of %d", start, total)
+    batches = itertools.islice(_batch_stream(items, batch_size, torch.Generator().manual_seed(seed)), start, total)
     model.train()
-    step, recent = 0, deque(maxlen=20)
-    while step < total:
-        for idx in _batches(items, batch_size, g):
-            batch = collate([items[j] for j in idx])
-            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-            loss.backward()
-            optimizer_step(opt, sched, params, clip)
-            step += 1
-            recent.append(loss.item())
-            if progress is not None:
-                progress(step, total, sum(recent) / len(recent))
-            if step % 50 == 0:
-                log.info("step %d/%d loss %.4f", step, total, sum(recent) / len(recent))
-            if step >= total:
-                break
+    for step, idx in enumerate(batches, start + 1):
+        batch = collate([items[j] for j in idx])
+        loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+        loss.backward()
+        optimizer_step(opt, sched, params, clip)
+        recent.append(loss.item())
+        if progress is not None:
+            progress(step, total, sum(recent) / len(recent))
+        if step % 50 == 0:
+            log.info("step %d/%d loss %.4f", step, total, sum(recent) / len(recent))
+        if checkpoints and checkpoints.every and step % checkpoints.every == 0 and step < total:
+            save_checkpoint(checkpoints.folder, model=model, optimizer=opt, scheduler=sched, step=step,
+                            position=step, args=checkpoints.run_args, extra={"recent": list(recent)})
     model.eval()
-    return step, sum(recent) / max(len(recent), 1)
+    return total, sum(recent) / max(len(recent), 1)
+
+
+def _batch_stream(items: list, batch_size: int, g: torch.Generator):
+    """Epoch after epoch of `_batches`: the whole run's batch order, which a resumed run replays."""
+    if not items:
+        raise ModelError("no training examples to fine-tune on")
+    while True:
+        yield from _batches(items, batch_size, g)
 
 
 def _batches(items: list, batch_size: int, g: torch.Generator, pool: int = 50) -> list[list[int]]:
