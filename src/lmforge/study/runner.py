@@ -360,7 +360,7 @@ def finetune_stage(args: StudyArgs, work: Path, task: str, family: str, seed: in
                       epochs=args.finetune_epochs, max_steps=args.finetune_max_steps, batch_size=args.finetune_batch_size,
                       lr=args.finetune_lr, max_length=args.max_length, target_max_length=args.target_max_length,
                       stride=max(8, args.max_length // 4), max_train_examples=args.finetune_examples, seed=seed,
-                      evaluate=False)
+                      evaluate=False, save_every=0)  # a stopped study re-runs the seed
     result = finetune(fa, progress=lambda step, total, loss: report(step, total))
     examples = eval_examples(spec, args)
     # A text-to-text classifier may write a word that is no label: the metrics count it as a wrong answer.
