@@ -339,7 +339,10 @@ def markdown(r: dict, tabs: list[dict]) -> str:
         f"- **command**: `{m['command']}`",
         f"- **budget**: {m['budget']} → {m['tokens_per_family']:,} input tokens per family ({m['steps']:,} steps)",
         f"- **seeds**: {', '.join(map(str, m['seeds']))} (fine-tuning; pretraining seed {m['args']['seed']})",
-        f"- **versions**: lmforge {env['lmforge']}, torch {env['torch']}, Python {env['python']}",
+        f"- **versions**: lmforge {env['lmforge']}"
+        + (f" (commit {env['git_commit']})" if env.get("git_commit") else "")
+        + f", torch {env['torch']}, tokenizers {env.get('tokenizers', '?')}, numpy {env.get('numpy', '?')}, "
+          f"Python {env['python']}",
         f"- **hardware**: {env['cpu']}, {env['cpu_cores']} cores, {env.get('memory_gb')} GiB RAM"
         + (f", GPU {env['cuda']}" if env.get("cuda") else ", no GPU") + f"; torch threads {env['torch_threads']}",
         (f"- **started / finished**: {m.get('started')} / {m.get('finished')}; wall time of the recorded sessions "

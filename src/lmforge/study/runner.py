@@ -22,6 +22,7 @@ import os
 import platform
 import random
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -423,9 +424,12 @@ def stages(args: StudyArgs, plan: dict, work: Path) -> list[Stage]:
 def environment() -> dict:
     import lmforge
 
-    env = {"lmforge": lmforge.__version__, "python": platform.python_version(), "torch": torch.__version__,
-           "platform": platform.platform(), "cpu": _cpu_name(), "cpu_cores": os.cpu_count(),
-           "torch_threads": torch.get_num_threads(), "cuda": None}
+    import tokenizers
+
+    env = {"lmforge": lmforge.__version__, "git_commit": _git_commit(Path(lmforge.__file__).parent),
+           "python": platform.python_version(), "torch": torch.__version__, "tokenizers": tokenizers.__version__,
+           "numpy": np.__version__, "platform": platform.platform(), "cpu": _cpu_name(),
+           "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": None}
     try:
         env["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
@@ -433,6 +437,18 @@ def environment() -> dict:
     if torch.cuda.is_available():
         env["cuda"] = torch.cuda.get_device_name(0)
     return env
+
+
+def _git_commit(source: Path) -> str | None:
+    """The commit of the lmforge checkout that ran the study, marked "+ changes" when tracked files differed
+    from it; None for an installed package."""
+    try:
+        run = lambda *a: subprocess.run(["git", "-C", str(source), *a], capture_output=True, text=True, timeout=10,
+                                        check=True).stdout.strip()
+        commit = run("rev-parse", "HEAD")
+        return commit + (" + changes" if run("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _cpu_name() -> str:
