@@ -63,8 +63,10 @@ def test_t5_learns_a_text_to_text_mapping(tiny_model, tmp_path):
     assert Predictor.load(tmp_path / "out").translate("alpha") == lexicon["alpha"]
 
 
-def test_bert_extractive_qa_learns_the_span(tiny_model, tmp_path):
-    """The answer is the word after the marker; exact match well above chance (1 in 6 positions)."""
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_extractive_qa_learns_the_span(family, tiny_model, tmp_path):
+    """The answer is the word after the marker; exact match well above chance (1 in 6 positions). GPT-2's
+    byte-level offsets count the space before a word into it: the answer must come without it."""
     rng = random.Random(0)
     rows = []
     for _ in range(260):
@@ -73,7 +75,7 @@ def test_bert_extractive_qa_learns_the_span(tiny_model, tmp_path):
         words.insert(i, MARKER)
         rows.append({"question": f"what follows {MARKER}", "context": " ".join(words), "answer": words[i + 1]})
     train, dev = write_jsonl(tmp_path / "train.jsonl", rows[:220]), write_jsonl(tmp_path / "dev.jsonl", rows[220:])
-    r = finetune(_args(tiny_model("bert"), tmp_path / "out", task="qa", train=train, validation=dev, max_steps=300,
+    r = finetune(_args(tiny_model(family), tmp_path / "out", task="qa", train=train, validation=dev, max_steps=300,
                        lr=2e-3, max_length=48))
     assert r.mode == "span"
     assert r.metrics["exact_match"] >= 70, r.metrics
@@ -164,3 +166,23 @@ def test_resume_checks_the_checkpoint_belongs_to_the_run(tiny_model, marker_file
     (tmp_path / "out" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="could not read the checkpoint"):
         finetune(_args(tiny_model("bert"), tmp_path / "out", resume=True, **common))
+
+
+def test_byte_level_answer_spans_come_without_the_leading_space(tiny_model, monkeypatch):
+    """GPT-2's offsets count the space before a word into its token: a span that starts on such a token must be
+    answered as the word itself, with the word's own start."""
+    from lmforge.tasks import formatting as fm
+    from lmforge.tasks.finetune import prepare_model
+    from lmforge.tasks.registry import get_task
+
+    context = "kilo zulu lima mike"
+    model, tok = prepare_model(str(tiny_model("gpt2")), "qa", None)
+    p = Predictor(model, tok, get_task("qa"), "span", 48, 16, 16)
+
+    def span_from_the_space_to_lima(logits, f):
+        starts = [i for i, ok in enumerate(f.is_context) if ok and f.offsets[i][0] <= 9 < f.offsets[i][1]]
+        ends = [i for i, ok in enumerate(f.is_context) if ok and f.offsets[i][1] == 14]
+        return 1.0, starts[0], ends[0]
+
+    monkeypatch.setattr(fm, "best_span", span_from_the_space_to_lima)
+    assert p.answer("what follows zulu", context) == {"text": "lima", "score": 1.0, "start": 10}

@@ -141,7 +141,9 @@ class Predictor:
         out = []
         for i, ex in enumerate(examples):
             score, a, b = best.get(i, (float("-inf"), 0, 0))
-            out.append({"text": ex["context"][a:b], "score": score, "start": a})
+            # Byte-level BPE (GPT-2, RoBERTa) counts a word's leading space into its token's offsets.
+            span = ex["context"][a:b]
+            out.append({"text": span.strip(), "score": score, "start": a + len(span) - len(span.lstrip())})
         return out
 
     def _generate(self, examples: list[dict]) -> list[str]:
