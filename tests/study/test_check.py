@@ -11,7 +11,8 @@ def family(params=1000, loss=5.0, bpc=2.5, ppl=200.0):
     return {"architecture": {"parameters": params, "attention": "causal"},
             "pretrain": {"steps": 10, "tokens_seen": 2560, "final_val_loss": loss},
             "likelihood": {"bits_per_char": bpc},
-            "generation": {"bigram_perplexity": ppl, "distinct_1": 0.5, "distinct_2": 0.9, "repetition_rate": 0.1}}
+            "generation": {"bigram_perplexity": ppl, "distinct_1": 0.5, "distinct_2": 0.9, "repetition_rate": 0.1},
+            "cost": {"train_flops_per_token": 3.0e6, "forward_ms": 3.0}}
 
 
 def results():
@@ -67,6 +68,8 @@ def test_cells_outside_the_spread_are_reported():
     new["families"]["gpt2"]["pretrain"]["final_val_loss"] = 5.09  # within 2% of 5.0
     new["families"]["bert"]["generation"]["bigram_perplexity"] = 210.0  # 5% off
     new["claims"][0]["verdict"] = "supported"
+    new["families"]["bert"]["cost"]["train_flops_per_token"] = 3.1e6  # a count: must be equal
+    new["families"]["gpt2"]["cost"]["forward_ms"] = 30.0  # a timing: not compared
     cells = compare_results(ref, new)
     assert cell(cells, "Benchmark performance", "sst2 accuracy", "gpt2").agrees
     assert not cell(cells, "Benchmark performance", "sst2 accuracy", "bert").agrees
@@ -75,7 +78,10 @@ def test_cells_outside_the_spread_are_reported():
     assert cell(cells, "Pretraining", "gpt2", "final validation loss").agrees
     assert not cell(cells, "Generation ability", "bert", "bigram_perplexity").agrees
     assert not cell(cells, "Claims versus measurement", "GPT-2 generates text best", "verdict").agrees
+    assert not cell(cells, "Cost", "bert", "training FLOPs per token").agrees
+    assert cell(cells, "Cost", "gpt2", "training FLOPs per token").agrees
+    assert not [c for c in cells if "forward" in c.column]
     sst["gpt2"]["mean"]["accuracy"] = 0.76
     assert not cell(compare_results(ref, new), "Benchmark performance", "sst2 accuracy", "gpt2").agrees
-    assert summary(cells).endswith("; 4 differ")
-    assert [c.line().split()[0] for c in cells if not c.agrees] == ["DIFFER"] * 4
+    assert summary(cells).endswith("; 5 differ")
+    assert [c.line().split()[0] for c in cells if not c.agrees] == ["DIFFER"] * 5

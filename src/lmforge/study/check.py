@@ -11,8 +11,8 @@ SPREAD = ("A benchmark cell (mean over seeds) agrees when the two means differ b
           "never by less than one example's worth of the metric (1 / scored examples; ×100 for metrics in percent), "
           "so cells with no seed spread may still move by one example. A single-run measurement (final validation "
           "loss, held-out bits per character, the sample measures) agrees within 2% relative; counts and names "
-          "(parameters, steps, tokens seen, attention pattern, claim verdicts) must be equal. Timings and memory "
-          "(Cost) depend on the machine and its load and are not compared.")
+          "(parameters, steps, tokens seen, attention pattern, counted training FLOPs, claim verdicts) must be equal. "
+          "Timings and memory depend on the machine and its load and are not compared.")
 FRACTION_METRICS = ("accuracy", "mcc")  # and f1 on classification tasks; the rest are percentages
 
 
@@ -58,6 +58,8 @@ def compare_results(ref: dict, new: dict) -> list[Cell]:
                        None)]
         for key in ("steps", "tokens_seen"):
             cells.append(Cell("Pretraining", f, key, a["pretrain"][key], b["pretrain"][key], None))
+        cells.append(Cell("Cost", f, "training FLOPs per token", a["cost"].get("train_flops_per_token"),
+                          b["cost"].get("train_flops_per_token"), None))
         cells.append(_relative("Pretraining", f, "final validation loss", a["pretrain"]["final_val_loss"],
                                b["pretrain"]["final_val_loss"]))
         if a["likelihood"] or b["likelihood"]:

@@ -498,10 +498,11 @@ def run_study(args: StudyArgs, command: str | None = None, console=None) -> dict
             result["stage_seconds"] = time.perf_counter() - t1
             write_json(stage.result, result)
             view.finish(stage, result)
-    meta["sessions"].append({"seconds": time.perf_counter() - t0, "stages_run": ran})
-    meta.update(finished=time.strftime("%Y-%m-%d %H:%M:%S"), command=command or command_line(args),
-                environment=environment())
-    write_json(meta_file, meta)
+    if ran or "environment" not in meta:  # a session that only rewrites the report leaves the run's record alone
+        meta["sessions"].append({"seconds": time.perf_counter() - t0, "stages_run": ran})
+        meta.update(finished=time.strftime("%Y-%m-%d %H:%M:%S"), command=command or command_line(args),
+                    environment=environment())
+        write_json(meta_file, meta)
     results = collect(args, plan, work, meta)
     write_report(results, args.out)
     return results
