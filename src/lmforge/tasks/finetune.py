@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..models import ModelError
-from ..train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_state
+from ..train.checkpoint import CHECKPOINT, check_same_run, load_checkpoint, save_checkpoint, set_rng_state
 from ..train.optim import make_optimizer, make_scheduler, optimizer_step
 from . import formatting as fm
 from . import hub_data
@@ -300,11 +300,7 @@ def _checkpoint_to_resume(args: FinetuneArgs) -> dict | None:
         ckpt = load_checkpoint(args.out)
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file: say which, not a pickle traceback
         raise ModelError(f"could not read the checkpoint {path}: {str(e).splitlines()[0] if str(e) else e!r}") from None
-    now = _run_args(args)
-    for key, value in ckpt["args"].items():
-        if now.get(key) != value:
-            raise ModelError(f"the checkpoint in {args.out} was written with {key}={value!r} but this run has "
-                             f"{key}={now.get(key)!r}; resume with the same arguments")
+    check_same_run(ckpt["args"], _run_args(args))
     return ckpt
 
 

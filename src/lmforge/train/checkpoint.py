@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models import ModelError
+
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -66,3 +68,11 @@ def load_checkpoint(out: Path) -> dict | None:
     if not path.is_file():
         return None
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def check_same_run(saved: dict, now: dict, may_change: tuple = ()) -> None:
+    """Refuse to resume a checkpoint written with other arguments than this run's (except those in `may_change`)."""
+    for key, value in saved.items():
+        if key not in may_change and now.get(key) != value:
+            raise ModelError(f"the checkpoint was written with {key}={value!r} but this run has "
+                             f"{key}={now.get(key)!r}; resume with the same arguments")

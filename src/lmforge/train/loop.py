@@ -29,7 +29,7 @@ from ..models import ModelError
 from ..models.hf_io import load_model
 from . import distributed
 from .args import Args
-from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from .checkpoint import check_same_run, load_checkpoint, save_checkpoint, set_rng_state
 from .recipes import make_layout, make_objective, max_positions, new_model
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def _pretrain(args: Args, d: distributed.Dist) -> dict:
     if args.resume and ckpt is None:
         log.warning("no checkpoint in %s: starting from step 0", out)
     if ckpt is not None:
-        _check_same_run(ckpt["args"], args)
+        check_same_run(ckpt["args"], args.to_dict(), Args.RESUMABLE_CHANGES)
     elif (out / "checkpoint.pt").exists():
         raise ModelError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
 
@@ -343,16 +343,6 @@ def _unwrap(model):
 def _save(out, model, optimizer, scheduler, done, per_step, args):
     save_checkpoint(out, model=_unwrap(model), optimizer=optimizer, scheduler=scheduler, step=done,
                     position=done * per_step, args=args.to_dict())
-
-
-def _check_same_run(saved: dict, args: Args) -> None:
-    now = args.to_dict()
-    for key, value in saved.items():
-        if key in Args.RESUMABLE_CHANGES:
-            continue
-        if now.get(key) != value:
-            raise ModelError(f"the checkpoint was written with {key}={value!r} but this run has "
-                             f"{key}={now.get(key)!r}; resume with the same arguments")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
