@@ -13,7 +13,7 @@ from lmforge.studio.security import authenticate
 
 
 def test_serve_prints_the_admin_password_once(tmp_path, monkeypatch):
-    monkeypatch.setattr(serve_app, "load_models", lambda settings, templates: [])
+    monkeypatch.setattr(serve_app, "load_models", lambda settings: [])
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
     url = f"sqlite:///{tmp_path / 's.db'}"
     first = CliRunner().invoke(app, ["serve", "--database-url", url])

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 
@@ -95,7 +95,7 @@ class _Row:
 class Batcher:
     """Decodes many requests at once. Not thread-safe: one thread calls add(), abort() and step()."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer):
+    def __init__(self, model: PreTrainedModel, tokenizer, stop_ids: Iterable[int] = ()):
         if model.family not in RUNNERS:
             raise ModelError(f"{model.family} is an encoder-only model and cannot generate text; use gpt2, xlnet or t5")
         if model.task != "lm":
@@ -104,6 +104,7 @@ class Batcher:
         self.device = model.device  # looked up once: the property walks the parameters
         self.tokenizer = tokenizer
         self.eos = tokenizer.eos_token_id
+        self.stop_ids = frozenset({self.eos, *stop_ids} - {None})  # any of them ends a row
         self.runner = RUNNERS[model.family](model)
         self.rows: list[_Row] = []  # in batch order
         self.waiting: list[_Request] = []
@@ -265,7 +266,7 @@ class Batcher:
         stop string can only start in the text not yet shown (see StopMatcher.safe_prefix)."""
         req = row.request
         row.ids.append(token)
-        if token == self.eos:
+        if token in self.stop_ids:
             row.finished = "stop"
         else:
             row.pending += row.decoder.push(token)

@@ -14,7 +14,7 @@ from ..store import Database
 from . import errors
 from .accounting import load_prices
 from .auth import create_key, find_key
-from .engine import ServedModel, load_chat_templates, load_served
+from .engine import ServedModel, load_served
 from .metrics import Metrics
 from .routes import health, moderations, openai, usage, watermark
 from .serving import AppState
@@ -23,14 +23,14 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-def load_models(settings: Settings, templates) -> list[ServedModel]:
+def load_models(settings: Settings) -> list[ServedModel]:
     names = settings.models
     if not names:
         from .demo_models import default_models
 
         names = default_models(settings.home)
     dtype = getattr(torch, settings.dtype)
-    return [load_served(name, settings.device, dtype, templates) for name in names]
+    return [load_served(name, settings.device, dtype) for name in names]
 
 
 def create_app(settings: Settings | None = None, models: list[ServedModel] | None = None) -> FastAPI:
@@ -45,12 +45,11 @@ def create_app(settings: Settings | None = None, models: list[ServedModel] | Non
             secret = settings.bootstrap_key.get_secret_value()
             if find_key(db, secret) is None:
                 create_key(db, f"bootstrap-{int(time.time())}", key=secret)
-        templates = load_chat_templates()
         metrics = Metrics()
-        served = models if models is not None else load_models(settings, templates)
+        served = models if models is not None else load_models(settings)
         for m in served:
             m.start(metrics, settings.max_batch_rows)
-        app.state.lmforge = AppState(settings, db, load_prices(settings.prices_file), metrics, templates,
+        app.state.lmforge = AppState(settings, db, load_prices(settings.prices_file), metrics,
                                      {m.name: m for m in served})
         log.info("serving %s", ", ".join(m.name for m in served))
         try:

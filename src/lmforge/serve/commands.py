@@ -46,7 +46,6 @@ def serve(
 
     from .app import create_app, load_models
     from .auth import create_key, list_keys
-    from .engine import load_chat_templates
 
     settings = _settings(host=host, port=port, models=model or None, database_url=database_url)
     db = _db(settings.database_url)
@@ -59,7 +58,7 @@ def serve(
     db.dispose()
     try:
         with console.status("loading models (the first start builds the demo models)…"):
-            models = load_models(settings, load_chat_templates())
+            models = load_models(settings)
     except (ValueError, OSError) as e:
         _fail(e)
     url = f"http://{settings.host}:{settings.port}"

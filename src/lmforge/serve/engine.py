@@ -17,55 +17,13 @@ from pathlib import Path
 from typing import AsyncIterator, Literal
 
 import torch
-import yaml
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pydantic import BaseModel, ConfigDict
 
+from ..chat_template import ChatTemplate, end_of_sequence_ids, template_for
 from ..generate import Batcher, RequestOutput, SamplingParams, context_length
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
-CHAT_TEMPLATES = Path(__file__).with_name("chat_templates.yaml")
 EMBEDDING_FAMILIES = ("bert", "roberta")
-
-
-# ------------------------------------------------------------------------------------ chat templates
-
-
-class ChatTemplate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    template: str
-    stop: list[str] = []
-    description: str = ""
-
-    def render(self, messages: list[dict]) -> str:
-        return _jinja.from_string(self.template).render(messages=messages)
-
-
-class ChatTemplates(BaseModel):
-    """The schema of chat_templates.yaml."""
-
-    model_config = ConfigDict(extra="forbid")
-    templates: dict[str, ChatTemplate]
-    families: dict[str, str]
-
-    def for_model(self, family: str, folder: Path | None) -> ChatTemplate:
-        if folder is not None and (folder / "tokenizer_config.json").is_file():
-            own = json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template")
-            if isinstance(own, str):
-                return ChatTemplate(template=own, description="the model's own (tokenizer_config.json)")
-        return self.templates[self.families.get(family, "plain")]
-
-
-_jinja = ImmutableSandboxedEnvironment(trim_blocks=False, keep_trailing_newline=False)
-
-
-def load_chat_templates(path: Path = CHAT_TEMPLATES) -> ChatTemplates:
-    templates = ChatTemplates.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    for family, name in templates.families.items():
-        if name not in templates.templates:
-            raise ValueError(f"{path}: family {family} names an unknown template {name!r}")
-    return templates
 
 
 # --------------------------------------------------------------------------------------------- engine
@@ -83,9 +41,10 @@ class _Submission:
 class Engine:
     """Runs a Batcher in a thread. `generate()` is the async face: an iterator of RequestOutputs."""
 
-    def __init__(self, name: str, model, tokenizer, metrics: Metrics | None = None, max_rows: int = 64):
+    def __init__(self, name: str, model, tokenizer, metrics: Metrics | None = None, max_rows: int = 64,
+                 stop_ids: frozenset[int] = frozenset()):
         self.name = name
-        self.batcher = Batcher(model, tokenizer)
+        self.batcher = Batcher(model, tokenizer, stop_ids)
         self.metrics = metrics
         self.max_rows = max_rows
         self._inbox: queue.Queue = queue.Queue()
@@ -220,7 +179,8 @@ class ServedModel:
 
     def start(self, metrics: Metrics | None, max_rows: int) -> "ServedModel":
         if self.kind == "generate" and self.engine is None:
-            self.engine = Engine(self.name, self.model, self.tokenizer, metrics, max_rows).start()
+            stop_ids = end_of_sequence_ids(self.model, self.tokenizer, self.chat_template)
+            self.engine = Engine(self.name, self.model, self.tokenizer, metrics, max_rows, stop_ids).start()
         return self
 
     def stop(self) -> None:
@@ -229,20 +189,17 @@ class ServedModel:
             self.engine = None
 
 
-def serve_model(model, tokenizer, name: str, folder: Path | None = None,
-                templates: ChatTemplates | None = None) -> ServedModel:
+def serve_model(model, tokenizer, name: str, folder: Path | None = None) -> ServedModel:
     """Wrap a loaded model: encoder-only families (and T5 encoders) embed, the rest generate."""
     if tokenizer is None:
         raise ValueError(f"{name} has no tokenizer files, so it cannot be served")
     model.eval()
     if model.family in EMBEDDING_FAMILIES or model.task in ("encoder", "base"):
         return ServedModel(name, model, tokenizer, "embed")
-    templates = templates or load_chat_templates()
-    return ServedModel(name, model, tokenizer, "generate", templates.for_model(model.family, folder))
+    return ServedModel(name, model, tokenizer, "generate", template_for(tokenizer, model.family, folder, name))
 
 
-def load_served(name_or_path: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                templates: ChatTemplates | None = None) -> ServedModel:
+def load_served(name_or_path: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> ServedModel:
     """Load a folder or name (anything `lmforge.load` takes) for serving, named after its folder."""
     from ..hub import load, resolve
 
@@ -253,4 +210,4 @@ def load_served(name_or_path: str, device: str = "cpu", dtype: torch.dtype = tor
     model.to(device)
     path = Path(name_or_path).expanduser()
     name = path.name if path.exists() else str(name_or_path)
-    return serve_model(model, tokenizer, name, folder, templates)
+    return serve_model(model, tokenizer, name, folder)

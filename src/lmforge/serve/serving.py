@@ -14,11 +14,12 @@ import torch
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from ..chat_template import ChatTemplateError
 from ..generate import BEAM_FAMILIES, Choice, SamplingParams, TokenLogprob
 from ..store import ApiKey, Database
 from . import accounting, protocol as p
 from .accounting import PriceTable
-from .engine import ChatTemplates, ServedModel
+from .engine import ServedModel
 from .errors import APIError, model_not_found
 from .metrics import Metrics
 from .settings import Settings
@@ -30,7 +31,6 @@ class AppState:
     db: Database
     prices: PriceTable
     metrics: Metrics
-    templates: ChatTemplates
     models: dict[str, ServedModel]
 
     def model(self, name: str, kind: str) -> ServedModel:
@@ -312,8 +312,8 @@ async def chat_completions(state: AppState, key: ApiKey, req: p.ChatCompletionRe
     template = served.chat_template
     try:
         prompt = template.render(messages)
-    except Exception as e:  # a broken template in a model folder is the server's fault, but say what it is
-        raise APIError(500, f"The chat template of '{served.name}' failed: {e}", type="server_error") from None
+    except ChatTemplateError as e:  # the template refused these messages (e.g. roles that do not alternate)
+        raise APIError(400, f"{str(e)[0].upper()}{str(e)[1:]}.", param="messages", code="invalid_messages") from None
     ids = served.tokenizer.encode(prompt)
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     params = _sampling(req, served, len(ids), "messages", req.max_completion_tokens or req.max_tokens, logprobs,
