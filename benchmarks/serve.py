@@ -150,7 +150,7 @@ def concurrent(folder, device, tokens, n_clients) -> dict:
 
     from lmforge.serve import Settings, create_app
     from lmforge.serve.auth import create_key
-    from lmforge.serve.engine import serve_model
+    from lmforge.serve.served import serve_model
 
     model = load_model(folder).to(device).eval()
     # the server decodes ids into text: a byte-level tokenizer over the first 256 ids is enough to stream

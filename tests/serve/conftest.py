@@ -15,7 +15,7 @@ from lmforge.models.hf_io import model_class
 from lmforge.models.presets import make_config
 from lmforge.serve import Settings, create_app
 from lmforge.serve.auth import create_key
-from lmforge.serve.engine import serve_model
+from lmforge.serve.served import serve_model
 from lmforge.store import Database
 from lmforge.tokenizer import train_tokenizer
 

@@ -13,6 +13,20 @@ def test_models_and_health(server, key):
     assert httpx.get(server.url + "/health").json() == {"status": "ok", "models": sorted(ids)}
 
 
+def test_models_carry_their_card(server, key):
+    """Each model says what it is, how big, how much context and in what precision it is served."""
+    cards = {m["id"]: m for m in httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {key}"})
+             .json()["data"]}
+    gpt2 = cards["tiny-gpt2"]
+    assert gpt2["max_model_len"] == 64
+    meta = gpt2["metadata"]
+    assert meta["family"] == "gpt2" and meta["kind"] == "generate" and meta["quantization"] == "none"
+    assert meta["parameters"] == server.app_state.models["tiny-gpt2"].model.num_parameters()
+    assert meta["description"] == "A gpt2 model (tiny-gpt2)." and meta["demo"] is False
+    assert cards["tiny-bert"]["metadata"]["kind"] == "embed"
+    assert server.client(key).models.retrieve("tiny-t5").model_extra["metadata"]["family"] == "t5"
+
+
 @pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-t5"])
 def test_completion_usage_counts_token_ids(server, key, model):
     client = server.client(key)

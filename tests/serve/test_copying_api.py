@@ -4,7 +4,7 @@ import pytest
 
 from lmforge.safety.copying import CopyIndex, words
 from lmforge.serve import Settings, create_app
-from lmforge.serve.engine import load_served
+from lmforge.serve.served import load_served
 
 from .conftest import Server, free_port
 

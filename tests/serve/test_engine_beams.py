@@ -5,7 +5,7 @@ import pytest
 
 from lmforge.generate import SamplingParams, generate
 from lmforge.serve import Settings, create_app
-from lmforge.serve.engine import serve_model
+from lmforge.serve.served import serve_model
 
 from .conftest import CORPUS, Server, build, free_port
 from .test_errors import COMPLETION, error

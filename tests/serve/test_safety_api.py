@@ -10,7 +10,7 @@ import pytest
 from lmforge.safety.filters import FilterPolicy
 from lmforge.serve import Settings, create_app
 from lmforge.serve.auth import create_key
-from lmforge.serve.engine import load_served
+from lmforge.serve.served import load_served
 
 from .conftest import Server, free_port
 

@@ -141,7 +141,7 @@ def test_api_server_on_postgresql(postgres_url, tmp_path):
     from lmforge.models.hf_io import model_class
     from lmforge.models.presets import TINY, make_config
     from lmforge.serve import Settings, create_app
-    from lmforge.serve.engine import serve_model
+    from lmforge.serve.served import serve_model
     from lmforge.store import Usage
     from lmforge.tokenizer import train_tokenizer
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from lmforge.models.hf_io import model_class
 from lmforge.models.presets import make_config
 from lmforge.serve import Settings, create_app
-from lmforge.serve.engine import serve_model
+from lmforge.serve.served import serve_model
 from lmforge.store import Database
 from lmforge.studio.security import create_user
 from lmforge.tokenizer import train_tokenizer

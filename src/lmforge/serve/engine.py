@@ -7,23 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import queue
 import threading
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import AsyncIterator, Literal
+from dataclasses import dataclass
+from typing import AsyncIterator
 
 import torch
 
-from ..chat_template import ChatTemplate, end_of_sequence_ids, template_for
-from ..generate import Batcher, RequestOutput, SamplingParams, context_length
+from ..generate import Batcher, RequestOutput, SamplingParams
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
-EMBEDDING_FAMILIES = ("bert", "roberta")
 
 
 # --------------------------------------------------------------------------------------------- engine
@@ -153,61 +148,3 @@ class Engine:
             sub.loop.call_soon_threadsafe(sub.out.put_nowait, item)
         except RuntimeError:  # the event loop is closed: nobody is listening any more
             pass
-
-
-# -------------------------------------------------------------------------------------- served models
-
-
-@dataclass
-class ServedModel:
-    """A model the API serves under `name`: a generator (with an engine) or an embedder."""
-
-    name: str
-    model: torch.nn.Module
-    tokenizer: object
-    kind: Literal["generate", "embed"]
-    chat_template: ChatTemplate | None = None
-    created: int = field(default_factory=lambda: int(time.time()))
-    engine: Engine | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)  # embedders run one batch at a time
-
-    @property
-    def context_length(self) -> int:
-        if self.kind == "embed":
-            return getattr(self.model.config, "max_position_embeddings", 512)
-        return context_length(self.model)
-
-    def start(self, metrics: Metrics | None, max_rows: int) -> "ServedModel":
-        if self.kind == "generate" and self.engine is None:
-            stop_ids = end_of_sequence_ids(self.model, self.tokenizer, self.chat_template)
-            self.engine = Engine(self.name, self.model, self.tokenizer, metrics, max_rows, stop_ids).start()
-        return self
-
-    def stop(self) -> None:
-        if self.engine is not None:
-            self.engine.stop()
-            self.engine = None
-
-
-def serve_model(model, tokenizer, name: str, folder: Path | None = None) -> ServedModel:
-    """Wrap a loaded model: encoder-only families (and T5 encoders) embed, the rest generate."""
-    if tokenizer is None:
-        raise ValueError(f"{name} has no tokenizer files, so it cannot be served")
-    model.eval()
-    if model.family in EMBEDDING_FAMILIES or model.task in ("encoder", "base"):
-        return ServedModel(name, model, tokenizer, "embed")
-    return ServedModel(name, model, tokenizer, "generate", template_for(tokenizer, model.family, folder, name))
-
-
-def load_served(name_or_path: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> ServedModel:
-    """Load a folder or name (anything `lmforge.load` takes) for serving, named after its folder."""
-    from ..hub import load, resolve
-
-    folder = resolve(name_or_path)
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-    task = "base" if config.get("model_type") in EMBEDDING_FAMILIES else None
-    model, tokenizer = load(name_or_path, task=task, dtype=dtype)
-    model.to(device)
-    path = Path(name_or_path).expanduser()
-    name = path.name if path.exists() else str(name_or_path)
-    return serve_model(model, tokenizer, name, folder)

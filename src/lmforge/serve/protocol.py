@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
+from .cards import ModelFacts
+
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
@@ -265,6 +267,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "lmforge"
+    max_model_len: int | None = None  # as vLLM reports it
+    metadata: ModelFacts | None = None  # an lmforge extension: what the model is, its size and limits
 
 
 class ModelList(BaseModel):

@@ -19,7 +19,7 @@ from ..generate import BEAM_FAMILIES, Choice, SamplingParams, TokenLogprob
 from ..store import ApiKey, Database
 from . import accounting, protocol as p
 from .accounting import PriceTable
-from .engine import ServedModel
+from .served import ServedModel
 from .errors import APIError, model_not_found
 from .metrics import Metrics
 from .settings import Settings
@@ -420,4 +420,9 @@ async def embeddings(state: AppState, key: ApiKey, req: p.EmbeddingRequest):
 
 
 def models(state: AppState) -> p.ModelList:
-    return p.ModelList(data=[p.ModelCard(id=m.name, created=m.created) for m in state.models.values()])
+    return p.ModelList(data=[model_card(m) for m in state.models.values()])
+
+
+def model_card(served: ServedModel) -> p.ModelCard:
+    return p.ModelCard(id=served.name, created=served.created, max_model_len=served.context_length,
+                       metadata=served.card)

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     """Model folders or names to serve; empty: the demo models (see serve/demo_models.py)."""
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    quantize: Literal["auto", "none", "int8"] = "auto"
+    """Weights of the served models: int8 (kept int8 in memory, CPU only), none (float), or auto: int8 for
+    the decoders whose quality it keeps (GPT-2, Llama) on the CPU in float32, float for the rest."""
     max_batch_rows: int = 64
     """At most this many choices decode in one batch; more wait in the queue."""
     max_body_bytes: int = 1_000_000

@@ -25,7 +25,7 @@ def list_models(key: ApiKey = Depends(require_key), s: serving.AppState = Depend
 def get_model(model: str, key: ApiKey = Depends(require_key), s: serving.AppState = Depends(state)):
     if model not in s.models:
         raise model_not_found(model)
-    return p.ModelCard(id=model, created=s.models[model].created)
+    return serving.model_card(s.models[model])
 
 
 @router.post("/completions", response_model=p.CompletionResponse)

@@ -1,0 +1,27 @@
+"""Loading a model for serving: int8 weights where they keep quality, the model's card, its chat template."""
+import pytest
+from torch import nn
+
+from lmforge.models import ModelError
+from lmforge.serve.served import load_served
+
+
+def test_auto_quantizes_decoders_to_int8_and_says_so():
+    served = load_served("demo-gpt2")
+    assert served.card.quantization == "int8"
+    assert not any(isinstance(m, nn.Linear) for m in served.model.modules())
+    assert served.card.demo and served.card.description.startswith("Demo: a tiny GPT-2")
+    assert served.card.parameters == 1_334_016  # counted before the int8 layers replace the float ones
+    assert served.card.context_length == served.model.config.n_positions
+
+
+def test_other_families_and_none_keep_float_weights():
+    t5 = load_served("demo-t5")
+    assert t5.card.quantization == "none" and any(isinstance(m, nn.Linear) for m in t5.model.modules())
+    gpt2 = load_served("demo-gpt2", quantization="none")
+    assert gpt2.card.quantization == "none" and any(isinstance(m, nn.Linear) for m in gpt2.model.modules())
+
+
+def test_int4_is_refused_with_the_reason():
+    with pytest.raises(ModelError, match="int4"):
+        load_served("demo-gpt2", quantization="int4")
