@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .hub import CHAT_MODEL
 from .models import ModelError
 
 app = typer.Typer(help="lmforge: BERT, RoBERTa, GPT-2, XLNet and T5 on your own machine.", no_args_is_help=True)
@@ -97,30 +98,56 @@ def convert(
 
 @app.command()
 def generate(
-    prompt: Annotated[str, typer.Argument(help="The text to continue (T5: the input, e.g. 'summarize: ...').")],
-    model: Annotated[str, typer.Option(help="A generative model: gpt2, xlnet or t5 family.")] = "demo-gpt2",
-    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 64,
-    temperature: Annotated[float, typer.Option(help="0 = greedy; higher = more random.")] = 0.8,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 0.95,
+    prompt: Annotated[str, typer.Argument(help="A message for a chat model, or the text to continue (T5: the input, e.g. 'summarize: ...').")],
+    model: Annotated[str, typer.Option(help="A generative model (Llama, GPT-2, XLNet or T5 family): name, folder or .gguf file.")] = CHAT_MODEL,
+    chat: Annotated[Optional[bool], typer.Option("--chat/--raw", help="Send the prompt as a user message through the model's chat template, or continue it as raw text. Default: chat when the model has its own template.")] = None,
+    system: Annotated[Optional[str], typer.Option(help="A system message (chat only).")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 256,
+    temperature: Annotated[float, typer.Option(help="0 = greedy; higher = more random.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     stop: Annotated[Optional[list[str]], typer.Option(help="Stop when this text appears (repeatable).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Makes sampling reproducible.")] = None,
+    quantize: Annotated[str, typer.Option(help="Weights: int8, none, or auto (int8 for GPT-2/Llama decoders on the CPU).")] = "auto",
 ) -> None:
     """Generate text from a prompt, streamed to the terminal."""
-    from . import load
+    from .chat_template import end_of_sequence_ids
     from .generate import SamplingParams, stream
+    from .serve.served import load_served
 
     try:
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop or [], seed=seed)
-        m, tok = load(model, task="lm")
-        if tok is None:
-            raise ModelError(f"{model} has no tokenizer files, so it cannot generate text")
+        with console.status(f"loading {model}…"):
+            served = load_served(model, quantization=quantize)
+        if served.kind != "generate":
+            raise ModelError(f"{model} is an embedding model and cannot generate text; try lmforge embed")
+        m, tok, template = served.model, served.tokenizer, served.chat_template
+        if chat if chat is not None else served.card.chat_template:
+            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+            prompt = template.render(messages)
+            params.stop += template.stop
         finish = None
-        for [choice] in stream(m, tok, prompt, params):
+        for [choice] in stream(m, tok, prompt, params, end_of_sequence_ids(m, tok, template)):
             console.print(choice.text, end="", highlight=False, markup=False)
             finish = choice.finish_reason or finish
     except (ModelError, ValueError) as e:
         _fail(e)
     console.print(f"\n[dim]({finish})[/]")
+
+
+@app.command()
+def pull(
+    repo_id: Annotated[str, typer.Argument(help="A Hugging Face Hub model id, e.g. HuggingFaceTB/SmolLM2-360M-Instruct.")],
+    file: Annotated[Optional[str], typer.Option("--file", help="Download only this file of the repo, e.g. a .gguf quantization.")] = None,
+) -> None:
+    """Download a model from the Hugging Face Hub into LMFORGE_HOME/models, servable by its id afterwards."""
+    from .hub import pull as download
+
+    try:
+        path = download(repo_id, file)
+    except ModelError as e:
+        _fail(e)
+    console.print(f"pulled {repo_id} into {path}")
+    console.print(f"    serve it: lmforge serve --model {repo_id}" + (f" (or --model {path})" if file else ""))
 
 
 @tokenizer_app.command("train")

@@ -4,7 +4,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -26,6 +29,8 @@ def _smollm2() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+DEFAULT_HOME = "~/.lmforge"
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]  # what a model folder needs from a Hub repo
 CHAT_MODEL = "smollm2-135m-instruct"  # the default of the playground, `lmforge generate` and bots' answers
 
 # Models that a pip package carries, so they work offline: name -> (package, function returning its path).
@@ -37,7 +42,7 @@ PACKAGED = {
 
 
 def resolve(name_or_path: str | Path) -> Path:
-    """The local folder for a path, a packaged model name or a Hub id (downloaded once into the HF cache)."""
+    """The local folder (or file) for a path, a packaged model name or a Hub id (pulled once, see `pull`)."""
     path = Path(name_or_path).expanduser()
     if path.exists():
         return path
@@ -57,15 +62,48 @@ def resolve(name_or_path: str | Path) -> Path:
             log.info("%s is not installed; trying the Hugging Face Hub for %s", package, name)
     if name.count("/") > 1 or name.startswith((".", "/", "~")):
         raise ModelError(f"{name} does not exist; pass a folder that holds config.json and the weights")
-    try:
-        from huggingface_hub import snapshot_download
+    if pulled_path(name).exists():
+        return pulled_path(name)
+    return pull(name)
 
-        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.bin"]))
-    except Exception as e:  # offline, unknown repo, gated repo: all end the same way for the user
+
+def data_home() -> Path:
+    """The user's data directory: LMFORGE_HOME, default ~/.lmforge."""
+    return Path(os.environ.get("LMFORGE_HOME") or DEFAULT_HOME).expanduser()
+
+
+def pulled_path(repo_id: str) -> Path:
+    """Where `pull` keeps a Hub model: LMFORGE_HOME/models/OWNER--NAME, so that its Hub id names it offline."""
+    return data_home() / "models" / repo_id.replace("/", "--")
+
+
+def pull(repo_id: str, filename: str | None = None) -> Path:
+    """Download a Hub model folder (config, weights, tokenizer) or one file of it (`filename`, e.g. a GGUF
+    quantization) into `pulled_path(repo_id)`, with huggingface_hub's progress bars; returns the folder or file.
+    Without a network it fails at once (no retries) saying how to use a local copy instead."""
+    from huggingface_hub import constants, hf_hub_download, snapshot_download
+
+    target = pulled_path(repo_id)
+    host = urlparse(constants.ENDPOINT).hostname
+    try:
+        if constants.HF_HUB_OFFLINE:
+            raise OSError("HF_HUB_OFFLINE is set")
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError as e:
         raise ModelError(
-            f"could not fetch {name!r} from the Hugging Face Hub ({type(e).__name__}); if you are offline, "
-            f"download the model elsewhere and pass its local folder, e.g. lmforge.load('/models/{name.split('/')[-1]}')"
-        ) from None
+            f"cannot reach {host} to download {repo_id!r} ({e}); on a machine without internet, copy the model "
+            f"folder or .gguf file here and pass its path, e.g. lmforge serve --model /models/"
+            f"{filename or repo_id.split('/')[-1]}") from None
+    try:
+        if filename is not None:
+            return Path(hf_hub_download(repo_id, filename, local_dir=target))
+        folder = Path(snapshot_download(repo_id, local_dir=target, allow_patterns=HUB_FILES))
+        if not any(folder.glob("*.safetensors")):  # an older repo: PyTorch pickles only
+            snapshot_download(repo_id, local_dir=target, allow_patterns=["pytorch_model*.bin"])
+        return folder
+    except Exception as e:  # unknown repo, gated repo, missing file: all end the same way for the user
+        raise ModelError(f"could not download {repo_id!r}{f' file {filename!r}' if filename else ''} from the "
+                         f"Hugging Face Hub ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 
 def load_model(name_or_path, task: str | None = None, dtype: torch.dtype = torch.float32) -> PreTrainedModel:

@@ -3,7 +3,7 @@ continuous batcher in batch.py, shared with the server."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 
@@ -81,13 +81,14 @@ class SamplingParams:
 
 
 @torch.no_grad()
-def stream(model: PreTrainedModel, tokenizer, prompt: str, params: SamplingParams) -> Iterator[list[Choice]]:
+def stream(model: PreTrainedModel, tokenizer, prompt: str, params: SamplingParams,
+           stop_ids: Iterable[int] = ()) -> Iterator[list[Choice]]:
     """Yields, after every decoding step, one Choice per completion holding only what is new: the text that
     can be shown (held back while it may still turn into a stop string), the token chosen this step (the
     end-of-sequence token included, so usage counts every generated token) and, once, the finish reason.
     Text never contains the stop string or the end-of-sequence token. (One request through the same
-    `Batcher` the server uses.)"""
-    batcher = Batcher(model, tokenizer)
+    `Batcher` the server uses; `stop_ids` end a completion besides the end-of-sequence token.)"""
+    batcher = Batcher(model, tokenizer, stop_ids)
     batcher.add("0", tokenizer.encode(prompt), params)
     while batcher.has_work:
         for out in batcher.step():

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..hub import DEFAULT_HOME
+
 PLACEHOLDER_SECRETS = {"changethis", "changeme", "secret", "password"}
 
 
@@ -14,7 +16,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LMFORGE_", env_file=".env", extra="ignore")
 
     environment: Literal["development", "production"] = "development"
-    home: Path = Path("~/.lmforge")
+    home: Path = Path(DEFAULT_HOME)
     """The data directory: the SQLite database, demo models."""
     database_url: str | None = None
     """SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host/db; default SQLite (WAL) in `home`."""
