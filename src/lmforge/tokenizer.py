@@ -37,7 +37,9 @@ from tokenizers import Tokenizer as Backend
 
 from .models import ModelError
 
-FAMILIES = ("bert", "roberta", "gpt2", "xlnet", "t5", "llama")
+FAMILIES = ("bert", "roberta", "gpt2", "xlnet", "t5")
+# Families read from tokenizer.json or a GGUF file's metadata only (no training, no original-file readers yet).
+LOADED_FAMILIES = (*FAMILIES, "llama")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model")
 SPECIAL_NAMES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 
@@ -91,8 +93,8 @@ class Tokenizer:
     def __init__(self, backend: Backend, family: str, special_tokens: dict[str, str | None],
                  additional_special_tokens: list[str] = (), options: dict | None = None,
                  model_max_length: int | None = None, chat_template: str | None = None):
-        if family not in FAMILIES:
-            raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(FAMILIES)}")
+        if family not in LOADED_FAMILIES:
+            raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(LOADED_FAMILIES)}")
         backend.no_padding()  # padding and truncation are per call (see __call__), never baked in
         backend.no_truncation()
         self._backend = backend
@@ -142,8 +144,8 @@ class Tokenizer:
             raise ModelError(f"{folder} is not a folder; pass the folder that holds the tokenizer files")
         config = _read_json(folder / "tokenizer_config.json")
         family = family or _family_of(folder, config)
-        if family not in FAMILIES:
-            raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(FAMILIES)}")
+        if family not in LOADED_FAMILIES:
+            raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(LOADED_FAMILIES)}")
         specials = dict(DEFAULT_SPECIALS[family])
         extras = ["<eop>", "<eod>"] if family == "xlnet" else []
         for source in (config, _read_json(folder / "special_tokens_map.json")):
@@ -162,6 +164,8 @@ class Tokenizer:
             backend = _bert_from_vocab(folder, opts)
         elif family in ("roberta", "gpt2"):
             backend = _byte_bpe_from_files(folder, family, opts)
+        elif family == "llama":
+            raise ModelError(f"{folder} has no llama tokenizer files; a llama tokenizer needs tokenizer.json")
         else:
             backend = _from_spiece(folder, family, opts)
         if family == "t5" and not extras:  # transformers lists the sentinels as additional special tokens

@@ -411,3 +411,13 @@ def test_smollm2_file_matches_transformers():
     with torch.no_grad():
         torch.testing.assert_close(ours(input_ids=ids).logits, ref(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
     print(f"SmolLM2 state dict dequantized in {seconds:.1f} s")
+
+
+def test_without_a_llama_family_the_error_names_the_file(tmp_path):
+    from lmforge.models.hf_io import FAMILIES
+
+    if "llama" in FAMILIES:
+        pytest.skip("the llama family is registered")
+    path = write_gguf(tmp_path / "tiny.gguf", hf_twin())
+    with pytest.raises(ModelError, match=r"unknown model_type 'llama' in .*tiny\.gguf"):
+        __import__("lmforge").load(path)
