@@ -132,10 +132,13 @@ class GGUFCheckpoint:
         return default if field is None else field.contents()
 
     def need(self, key: str):
+        return self._field(key).contents()
+
+    def _field(self, key: str):
         field = self.reader.fields.get(key)
         if field is None:
             raise ModelError(f"{self.path} lacks the metadata key '{key}' that a {self.architecture} model needs")
-        return field.contents()
+        return field
 
     @cached_property
     def architecture(self) -> str:
@@ -168,15 +171,15 @@ class GGUFCheckpoint:
         config = {
             "model_type": model_type,
             "architectures": [hf_class],
-            "vocab_size": len(self.need("tokenizer.ggml.tokens")),
+            "vocab_size": len(self._field("tokenizer.ggml.tokens").data),  # one entry per token, unread
             "hidden_size": hidden,
             "intermediate_size": self.need(f"{a}.feed_forward_length"),
             "num_hidden_layers": self.need(f"{a}.block_count"),
             "num_attention_heads": heads,
             "num_key_value_heads": self.get(f"{a}.attention.head_count_kv", heads),
             "max_position_embeddings": self.need(f"{a}.context_length"),
-            "rms_norm_eps": self.need(f"{a}.attention.layer_norm_rms_epsilon"),
-            "rope_theta": self.get(f"{a}.rope.freq_base", 10000.0),  # llama.cpp's default
+            "rms_norm_eps": _f32(self.need(f"{a}.attention.layer_norm_rms_epsilon")),
+            "rope_theta": _f32(self.get(f"{a}.rope.freq_base", 10000.0)),  # llama.cpp's default
             "rope_scaling": self._rope_scaling(),
             "hidden_act": "silu",
             # llama.cpp writes the output projection only when it is not the embedding matrix
@@ -290,6 +293,11 @@ class GGUFCheckpoint:
 
     def tokenizer(self) -> tuple[Backend, dict]:
         return tokenizer_from_gguf(self)
+
+
+def _f32(x: float) -> float:
+    """A float32 metadata value as the short decimal it was written from (1e-05, not 9.999999747378752e-06)."""
+    return float(str(np.float32(x)))
 
 
 def _dequantizable():
