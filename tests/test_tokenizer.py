@@ -1,4 +1,5 @@
 """lmforge.tokenizer against transformers: trained vocabularies, each family's original files, the MiniLM package."""
+import json
 import os
 import random
 import shutil
@@ -304,3 +305,22 @@ def test_family_errors(tmp_path, corpus):
         train_tokenizer("bert", [tmp_path / "missing.txt"])
     with pytest.raises(ModelError, match="not a folder"):
         Tokenizer.from_pretrained(tmp_path / "nowhere", family="bert")
+
+
+def test_chat_template_from_folder_files(trained, tmp_path):
+    tok = trained["gpt2"]
+    assert tok.chat_template is None
+    tok.save_pretrained(tmp_path)
+    assert Tokenizer.from_pretrained(tmp_path).chat_template is None
+    config_path = tmp_path / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "chat_template": "{{ messages }}"}))
+    loaded = Tokenizer.from_pretrained(tmp_path)
+    assert loaded.chat_template == "{{ messages }}"
+    loaded.save_pretrained(tmp_path / "again")  # kept on save, where transformers reads it
+    assert transformers.AutoTokenizer.from_pretrained(tmp_path / "again").chat_template == "{{ messages }}"
+    config_path.write_text(json.dumps({**config, "chat_template": [{"name": "tool_use", "template": "t"},
+                                                                    {"name": "default", "template": "d"}]}))
+    assert Tokenizer.from_pretrained(tmp_path).chat_template == "d"  # older files: named templates
+    (tmp_path / "chat_template.jinja").write_text("{{ jinja }}")  # transformers 5 writes this file
+    assert Tokenizer.from_pretrained(tmp_path).chat_template == "{{ jinja }}"

@@ -140,27 +140,13 @@ def _fallbacks(path: Path = FALLBACKS) -> _Fallbacks:
     return data
 
 
-def own_template_source(tokenizer, folder: Path | None) -> str | None:
-    """The model's own Jinja template: the tokenizer's (GGUF metadata or tokenizer_config.json), else the
-    folder's `chat_template.jinja` or tokenizer_config.json `chat_template` (a string, or transformers' list of
-    named templates, of which the `default` one is used)."""
-    own = getattr(tokenizer, "chat_template", None)
-    if own is None and folder is not None and Path(folder).is_dir():
-        folder = Path(folder)
-        if (folder / "chat_template.jinja").is_file():
-            own = (folder / "chat_template.jinja").read_text(encoding="utf-8")
-        elif (folder / "tokenizer_config.json").is_file():
-            own = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
-    if isinstance(own, list):  # [{"name": "default", "template": ...}, {"name": "tool_use", ...}]
-        own = next((t.get("template") for t in own if isinstance(t, dict) and t.get("name") == "default"), None)
-    return own if isinstance(own, str) and own.strip() else None
-
-
-def template_for(tokenizer, family: str, folder: Path | None = None, name: str = "model") -> ChatTemplate:
-    """The chat template to serve a model with: its own if it has one, else the YAML fallback of its family."""
+def template_for(tokenizer, family: str, name: str = "model") -> ChatTemplate:
+    """The chat template to serve a model with: its own (`tokenizer.chat_template`, read from
+    tokenizer_config.json, chat_template.jinja or GGUF metadata) if it has one, else the YAML fallback of its
+    family."""
     specials = {f"{k}_token": v for k, v in getattr(tokenizer, "special_tokens", {}).items()}
-    own = own_template_source(tokenizer, folder)
-    if own is not None:
+    own = getattr(tokenizer, "chat_template", None)
+    if own is not None and own.strip():
         try:
             _compile(own)
         except jinja2.exceptions.TemplateSyntaxError as e:

@@ -83,10 +83,19 @@ def convert(
     out: Annotated[Path, typer.Argument(help="Folder to write config.json + model.safetensors (+ tokenizer).")],
     task: Annotated[Optional[str], typer.Option(help="Re-head the model: base, lm, classification, qa, …")] = None,
 ) -> None:
-    """Load a checkpoint (strictly) and write it back as config.json + safetensors."""
+    """Load a checkpoint (strictly) and write it back as config.json + safetensors; a .gguf file becomes an
+    ordinary Hugging Face folder (dequantized to float32, tokenizer and chat template included)."""
     from . import load
+    from .hub import resolve
+    from .models import gguf
 
     try:
+        if (file := gguf.gguf_in(resolve(model))) is not None:
+            if task not in (None, "lm"):
+                raise ModelError(f"{file} is a causal LM; convert writes it as one, so drop --task {task}")
+            config, n = gguf.convert(file, out)
+            console.print(f"wrote {config['model_type']} ({config['architectures'][0]}, {n:,} parameters) to {out}")
+            return
         m, tok = load(model, task=task)
     except ModelError as e:
         _fail(e)

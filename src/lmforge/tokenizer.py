@@ -38,6 +38,8 @@ from tokenizers import Tokenizer as Backend
 from .models import ModelError
 
 FAMILIES = ("bert", "roberta", "gpt2", "xlnet", "t5")
+# Families read from tokenizer.json or a GGUF file's metadata only (no training, no original-file readers yet).
+LOADED_FAMILIES = (*FAMILIES, "llama")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model")
 SPECIAL_NAMES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 
@@ -50,6 +52,7 @@ DEFAULT_SPECIALS = {
     "xlnet": {"bos": "<s>", "eos": "</s>", "unk": "<unk>", "sep": "<sep>", "pad": "<pad>", "cls": "<cls>",
               "mask": "<mask>"},
     "t5": {"eos": "</s>", "unk": "<unk>", "pad": "<pad>"},
+    "llama": {},  # tokenizer.json / GGUF metadata name them
 }
 # Family options kept in tokenizer_config.json, with transformers' defaults.
 DEFAULT_OPTIONS = {
@@ -58,9 +61,10 @@ DEFAULT_OPTIONS = {
     "gpt2": {"add_prefix_space": False},
     "xlnet": {"do_lower_case": False, "keep_accents": False},
     "t5": {"extra_ids": 100},
+    "llama": {},
 }
 HF_CLASS = {"bert": "BertTokenizer", "roberta": "RobertaTokenizer", "gpt2": "GPT2Tokenizer",
-            "xlnet": "XLNetTokenizer", "t5": "T5Tokenizer"}
+            "xlnet": "XLNetTokenizer", "t5": "T5Tokenizer", "llama": "PreTrainedTokenizerFast"}
 TOKEN_TYPES = ("bert", "xlnet")  # families whose models take token_type_ids
 XLNET_PAD_TYPE_ID = 3  # XLNet's segment id for padding (SEG_ID_PAD in tokenization_xlnet.py)
 SPIECE_UNDERLINE = "▁"
@@ -88,9 +92,9 @@ class Tokenizer:
 
     def __init__(self, backend: Backend, family: str, special_tokens: dict[str, str | None],
                  additional_special_tokens: list[str] = (), options: dict | None = None,
-                 model_max_length: int | None = None):
-        if family not in FAMILIES:
-            raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(FAMILIES)}")
+                 model_max_length: int | None = None, chat_template: str | None = None):
+        if family not in LOADED_FAMILIES:
+            raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(LOADED_FAMILIES)}")
         backend.no_padding()  # padding and truncation are per call (see __call__), never baked in
         backend.no_truncation()
         self._backend = backend
@@ -100,6 +104,9 @@ class Tokenizer:
         self.additional_special_tokens = list(additional_special_tokens)
         self.options = {**DEFAULT_OPTIONS[family], **(options or {})}
         self.model_max_length = model_max_length
+        # The model's own Jinja chat template (tokenizer_config.json, chat_template.jinja or GGUF metadata), or
+        # None: the one place serving reads a model's template from.
+        self.chat_template = chat_template
         self.padding_side = "left" if family == "xlnet" else "right"
         for name in SPECIAL_NAMES:
             token = self.special_tokens.get(name)
@@ -137,8 +144,8 @@ class Tokenizer:
             raise ModelError(f"{folder} is not a folder; pass the folder that holds the tokenizer files")
         config = _read_json(folder / "tokenizer_config.json")
         family = family or _family_of(folder, config)
-        if family not in FAMILIES:
-            raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(FAMILIES)}")
+        if family not in LOADED_FAMILIES:
+            raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(LOADED_FAMILIES)}")
         specials = dict(DEFAULT_SPECIALS[family])
         extras = ["<eop>", "<eod>"] if family == "xlnet" else []
         for source in (config, _read_json(folder / "special_tokens_map.json")):
@@ -157,6 +164,8 @@ class Tokenizer:
             backend = _bert_from_vocab(folder, opts)
         elif family in ("roberta", "gpt2"):
             backend = _byte_bpe_from_files(folder, family, opts)
+        elif family == "llama":
+            raise ModelError(f"{folder} has no llama tokenizer files; a llama tokenizer needs tokenizer.json")
         else:
             backend = _from_spiece(folder, family, opts)
         if family == "t5" and not extras:  # transformers lists the sentinels as additional special tokens
@@ -168,7 +177,17 @@ class Tokenizer:
         backend.add_special_tokens([_special(t, family, specials) for t in tokens])
         if not from_json:
             backend.post_processor = _post_processor(family, specials, backend, opts)
-        return cls(backend, family, specials, extras, opts, max_len)
+        return cls(backend, family, specials, extras, opts, max_len, _chat_template(folder, config))
+
+    @classmethod
+    def from_backend(cls, backend: Backend, family: str, tokenizer_config: dict) -> Tokenizer:
+        """Wrap a ready `tokenizers.Tokenizer` (added tokens and post-processor set) with the special tokens,
+        options and chat template of a tokenizer_config.json-style dict, e.g. what a GGUF file's metadata gives."""
+        specials = {n: _content(tokenizer_config.get(f"{n}_token")) for n in SPECIAL_NAMES}
+        extras = [_content(t) for t in tokenizer_config.get("additional_special_tokens", [])]
+        options = {k: tokenizer_config[k] for k in ("add_bos_token", "add_eos_token") if k in tokenizer_config}
+        max_len = tokenizer_config.get("model_max_length")
+        return cls(backend, family, specials, extras, options, max_len, tokenizer_config.get("chat_template"))
 
     # --------------------------------------------------------------- encoding
 
@@ -291,6 +310,8 @@ class Tokenizer:
                   "padding_side": self.padding_side}
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
         for name, data in (("tokenizer_config.json", config), ("special_tokens_map.json", tokens)):
             (folder / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -593,6 +614,19 @@ def _read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ModelError(f"could not read tokenizer file {path}: expected a JSON object")
     return data
+
+
+def _chat_template(folder: Path, config: dict) -> str | None:
+    """A folder's chat template: chat_template.jinja (transformers 5 writes it) or tokenizer_config.json's
+    `chat_template`, which older files store as a list of named templates (the "default" one is used)."""
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return _load_file(jinja, lambda p: Path(p).read_text(encoding="utf-8"))
+    template = config.get("chat_template")
+    if isinstance(template, list):
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default", next(iter(named.values()), None))
+    return template if isinstance(template, str) else None
 
 
 def _content(token) -> str | None:

@@ -32,10 +32,10 @@ FAMILIES = {
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
-def model_class(model_type: str) -> type[PreTrainedModel]:
+def model_class(model_type: str, where: str = "config.json") -> type[PreTrainedModel]:
     if model_type not in FAMILIES:
         raise ModelError(
-            f"unknown model_type {model_type!r} in config.json; lmforge supports {', '.join(FAMILIES)}"
+            f"unknown model_type {model_type!r} in {where}; lmforge supports {', '.join(FAMILIES)}"
         )
     module, name = FAMILIES[model_type].split(":")
     return getattr(importlib.import_module(module), name)
@@ -108,17 +108,34 @@ def load_model(folder, task: str | None = None, dtype: torch.dtype = torch.float
     """Build the family's model for `task` (default: the checkpoint's own) and fill it from the folder."""
     folder = Path(folder)
     raw = read_config(folder)
-    cls = model_class(raw["model_type"])
-    config = cls.config_class.from_hf(raw)
+    _check_task(raw, task, folder / "config.json")  # before reading the weights
+    state, fname = read_state_dict(folder)
+    return build_model(raw, state, folder / fname, task, dtype, config_source=folder / "config.json")
+
+
+def _check_task(raw: dict, task: str | None, config_source) -> tuple[type[PreTrainedModel], str | None]:
+    """The family class and the checkpoint's own task; a head lmforge lacks needs an explicit task."""
+    cls = model_class(raw["model_type"], where="config.json" if Path(str(config_source)).name == "config.json"
+                      else str(config_source))
     saved_task = task_of(cls, raw)
     if saved_task is None and task is None:
         raise ModelError(
-            f"{folder / 'config.json'} names {', '.join(raw['architectures'])}, a head lmforge's {cls.family} does "
+            f"{config_source} names {', '.join(raw['architectures'])}, a head lmforge's {cls.family} does "
             f"not have (it has {', '.join(cls.architectures.values())}); pass a task, e.g. task='base', to load "
             "the backbone alone"
         )
+    return cls, saved_task
+
+
+def build_model(raw: dict, state: dict[str, torch.Tensor], source, task: str | None = None,
+                dtype: torch.dtype = torch.float32, config_source=None) -> PreTrainedModel:
+    """The strict build step every checkpoint format shares: a config.json-style dict and a state dict under
+    Hugging Face's key names (a folder's, or what the GGUF front end produces) -> the family's model for `task`.
+    `source` names the weights in error messages, `config_source` the config (default: `source`)."""
+    config_source = source if config_source is None else config_source
+    cls, saved_task = _check_task(raw, task, config_source)
+    config = cls.config_class.from_hf(raw)
     task = task or saved_task
-    state, fname = read_state_dict(folder)
     cls.adapt_config_to_weights(config, state)
     model = cls(config, task)
 
@@ -138,13 +155,13 @@ def load_model(folder, task: str | None = None, dtype: torch.dtype = torch.float
                 if is_head and task != saved_task:
                     fresh.append(ours)
                     continue
-                raise ModelError(f"{folder / fname} lacks weight '{key}' needed by this {cls.family} config")
+                raise ModelError(f"{source} lacks weight '{key}' needed by this {cls.family} config")
             p = params[ours]
             # Compare in the checkpoint's own layout so the message shows the shapes the user can see.
             expected = conv.save(torch.empty(p.shape, device="meta")).shape if conv else p.shape
             if state[key].shape != expected:
                 raise ModelError(
-                    f"{folder / fname}: weight '{key}' has shape {list(state[key].shape)} but the config implies "
+                    f"{source}: weight '{key}' has shape {list(state[key].shape)} but the config implies "
                     f"{list(expected)}"
                 )
             p.copy_(conv.load(state[key]) if conv else state[key])
@@ -169,7 +186,7 @@ def load_model(folder, task: str | None = None, dtype: torch.dtype = torch.float
                      saved_task or raw["architectures"][0], task)
     if leftover:
         raise ModelError(
-            f"{folder / fname} has {len(leftover)} weights this {cls.family} config does not use, e.g. "
+            f"{source} has {len(leftover)} weights this {cls.family} config does not use, e.g. "
             f"'{leftover[0]}'; is config.json from the same model?"
         )
     if fresh:

@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 
-from ..chat_template import ChatTemplate, end_of_sequence_ids, own_template_source, template_for
+from ..chat_template import ChatTemplate, end_of_sequence_ids, template_for
 from ..generate import context_length
 from ..models.quantize import quantize
 from .cards import ModelFacts, facts
@@ -58,7 +58,7 @@ def default_quantization(model, kind: str) -> str:
     return "int8" if kind == "generate" and model.family in INT8_FAMILIES and on_cpu_fp32 else "none"
 
 
-def serve_model(model, tokenizer, name: str, folder: Path | None = None, quantization: str = "none") -> ServedModel:
+def serve_model(model, tokenizer, name: str, quantization: str = "none") -> ServedModel:
     """Wrap a loaded model: encoder-only families (and T5 encoders) embed, the rest generate.
     `quantization`: "none", "int8", or "auto" (`default_quantization`)."""
     if tokenizer is None:
@@ -71,9 +71,8 @@ def serve_model(model, tokenizer, name: str, folder: Path | None = None, quantiz
         ctx = getattr(model.config, "max_position_embeddings", 512)
         card = facts(name, model, kind, ctx, quantization, False)
         return ServedModel(name, quantize(model, quantization), tokenizer, kind, card)
-    template = template_for(tokenizer, model.family, folder, name)
-    card = facts(name, model, kind, context_length(model), quantization,
-                 own_template_source(tokenizer, folder) is not None)
+    template = template_for(tokenizer, model.family, name)
+    card = facts(name, model, kind, context_length(model), quantization, tokenizer.chat_template is not None)
     return ServedModel(name, quantize(model, quantization), tokenizer, kind, card, template)
 
 
@@ -90,4 +89,4 @@ def load_served(name_or_path: str, device: str = "cpu", dtype: torch.dtype = tor
     model.to(device)
     path = Path(name_or_path).expanduser()
     name = path.stem if path.is_file() else path.name if path.exists() else str(name_or_path)
-    return serve_model(model, tokenizer, name, folder if folder.is_dir() else None, quantization)
+    return serve_model(model, tokenizer, name, quantization)
