@@ -45,8 +45,10 @@ def utcnow() -> datetime:
 # ------------------------------------------------------------------------------------------- bots
 
 
-def create_bot(db: Database, workspace_id: int, template: str = "blank", **overrides) -> Bot:
-    """A new bot from a template (its intents and documents copied), with `overrides` for the form's fields."""
+def create_bot(db: Database, workspace_id: int, template: str = "blank", generative_model: str | None = None,
+               **overrides) -> Bot:
+    """A new bot from a template (its intents and documents copied), with `overrides` for the form's fields;
+    `generative_model` answers what the intents and documents do not (None: the fallback text)."""
     spec = templates().get(template)
     if spec is None:
         raise ValueError(f"unknown template {template!r}")
@@ -55,7 +57,8 @@ def create_bot(db: Database, workspace_id: int, template: str = "blank", **overr
     with db.session() as s:
         bot = Bot(workspace_id=workspace_id, name=spec.name, purpose=spec.purpose, greeting=spec.greeting,
                   fallback=spec.fallback, threshold=spec.threshold, token="bot_" + secrets.token_urlsafe(24),
-                  webhook_secret=secrets.token_urlsafe(32), allowed_origins="", template=template)
+                  webhook_secret=secrets.token_urlsafe(32), allowed_origins="", template=template,
+                  generative_model=generative_model)
         s.add(bot)
         s.flush()
         for it in spec.intents:

@@ -20,6 +20,7 @@ from ..bots.schema import IntentSpec, intents_from_csv, intents_to_csv
 from ..bots.schema import templates as bot_templates
 from ..bots.service import NotFound
 from ..bots.tables import Membership, Message, User, Workspace
+from ..hub import CHAT_MODEL
 from ..serve.guard import audit_log
 from . import security
 from .deps import (
@@ -155,7 +156,10 @@ async def create_bot(ctx: Ctx = Depends(checked)):
     form = await ctx.request.form()
     fields = {k: str(form.get(k, "")).strip() for k in ("name", "purpose", "greeting", "fallback")}
     try:
-        bot = service.create_bot(ctx.db, ctx.workspace_id, str(form.get("template", "blank")), **fields)
+        # New bots answer what their intents miss with the bundled chat model, where this server serves it.
+        served = ctx.request.app.state.lmforge.models.get(CHAT_MODEL)
+        chat = CHAT_MODEL if served is not None and served.kind == "generate" else None
+        bot = service.create_bot(ctx.db, ctx.workspace_id, str(form.get("template", "blank")), chat, **fields)
     except (ValueError, ValidationError) as e:
         raise StudioError(400, f"Could not create the bot: {e}") from None
     return redirect(f"/studio/bots/{bot.id}")

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from ..bots.tables import Workspace, WorkspaceKey
+from ..hub import CHAT_MODEL
 from ..serve import protocol as p
 from ..serve import serving
 from ..serve.accounting import usage_report
@@ -50,14 +51,17 @@ def playground_key(ctx: Ctx) -> ApiKey:
 
 
 def _models(ctx: Ctx) -> list[str]:
-    return sorted(n for n, m in ctx.request.app.state.lmforge.models.items() if m.kind == "generate")
+    """The generators, the bundled chat model first (it is the one that answers questions), then by name."""
+    names = (n for n, m in ctx.request.app.state.lmforge.models.items() if m.kind == "generate")
+    return sorted(names, key=lambda n: (n != CHAT_MODEL, n))
 
 
 @router.get("/playground")
 def playground(ctx: Ctx = Depends(current)):
     state = ctx.request.app.state.lmforge
     prices = {m: state.prices.models.get(m, state.prices.default).model_dump() for m in _models(ctx)}
-    return ctx.render("playground.html", models=_models(ctx), prices=json.dumps(prices),
+    cards = {m: state.models[m].card for m in _models(ctx)}
+    return ctx.render("playground.html", models=_models(ctx), cards=cards, prices=json.dumps(prices),
                       base=str(ctx.request.base_url).rstrip("/"))
 
 

@@ -114,6 +114,17 @@ function setupPlayground() {
     for (const m of history) box.appendChild(el("p", m.role, m.role + ": " + m.content));
   }
   $("pg-clear").addEventListener("click", () => { history.length = 0; showHistory(); code(); });
+  // The picked model's card: what it is, and a max-tokens limit that fits its context.
+  function showCard() {
+    const option = $("pg-model").selectedOptions[0];
+    if (!option) return;
+    $("pg-model-card").textContent = option.dataset.description;
+    const limit = $("pg-max-tokens"), context = parseInt(option.dataset.context, 10);
+    limit.max = context;
+    if (parseInt(limit.value, 10) > context) limit.value = context;
+  }
+  $("pg-model").addEventListener("change", showCard);
+  showCard();
   for (const id of ["pg-temperature", "pg-top-p"]) {
     $(id).addEventListener("input", () => { $(id + "-out").textContent = $(id).value; });
   }
