@@ -29,6 +29,9 @@ FAMILIES = {
     "gpt2": "lmforge.models.gpt2:GPT2Model",
     "xlnet": "lmforge.models.xlnet:XLNetModel",
     "t5": "lmforge.models.t5:T5Model",
+    "llama": "lmforge.models.llama:LlamaModel",
+    "mistral": "lmforge.models.llama:MistralModel",
+    "qwen2": "lmforge.models.llama:Qwen2Model",
 }
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
