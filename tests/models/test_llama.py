@@ -1,5 +1,5 @@
 """Llama, Mistral and Qwen2 against tiny random Hugging Face twins: logits both ways, every rope_scaling type,
-grouped-query attention, sliding windows, padding and the KV cache."""
+grouped-query attention, sliding windows, padding, the KV cache and greedy generation."""
 import json
 import os
 
@@ -11,6 +11,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
+from lmforge.generate import Batcher, SamplingParams, context_length, generate
 from lmforge.models import ModelError, load_model
 from lmforge.models.hf_io import model_class
 
@@ -200,6 +201,67 @@ def test_incremental_decoding_equals_full_pass(case, chunk, left_pad):
     incremental = torch.cat(steps, 1)
     real = mask.bool()
     torch.testing.assert_close(incremental[real], full[real], atol=ATOL, rtol=0)
+
+
+class IdTokenizer:
+    eos_token_id = EOS
+
+    def encode(self, text):
+        return [int(t) for t in text.split()]
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(str(i) for i in ids)
+
+
+def lively(model):
+    """Weights large enough that greedy output varies with content and position (a default-initialised tiny
+    model repeats one token, which would hide a wrong position or a misaligned pad)."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) * (1.0 if "embed" in name else 2 * p.shape[-1] ** -0.5))
+    return model
+
+
+PROMPTS = [[5, 17, 33, 2, 40, 8], [12, 3], [60, 61, 62, 63, 64, 65, 66, 67, 68]]
+
+
+@pytest.mark.parametrize("case", ["llama-gqa", "mistral-window", "qwen2-bias-tied"])
+def test_greedy_generation_equals_hf_generate(tmp_path, case):
+    hf = lively(hf_model(case))
+    hf.save_pretrained(tmp_path)
+    model = load_model(tmp_path)
+    tok = IdTokenizer()
+    for prompt in PROMPTS:
+        ids = torch.tensor([prompt])
+        out = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=12,
+                          pad_token_id=PAD, eos_token_id=EOS)
+        want = out[0, len(prompt):].tolist()
+        got = generate(model, tok, " ".join(map(str, prompt)), SamplingParams(max_tokens=12, temperature=0))[0]
+        assert got.token_ids == want[: len(got.token_ids)] and len(got.token_ids) == len(want), prompt
+
+
+def test_batched_greedy_equals_alone(tmp_path):
+    """The continuous batcher left-pads the prompts of different lengths into one cache: same tokens as alone."""
+    hf = lively(hf_model("mistral-window"))
+    hf.save_pretrained(tmp_path)
+    model = load_model(tmp_path)
+    tok = IdTokenizer()
+    params = SamplingParams(max_tokens=8, temperature=0, logit_bias={EOS: -100})
+    alone = [generate(model, tok, " ".join(map(str, p)), params)[0].token_ids for p in PROMPTS]
+    batcher = Batcher(model, tok)
+    got = {str(i): [] for i in range(len(PROMPTS))}
+    for i, p in enumerate(PROMPTS):
+        batcher.add(str(i), p, params)
+    while batcher.has_work:
+        for out in batcher.step():
+            got[out.request_id] += out.deltas[0].token_ids
+    assert [got[str(i)] for i in range(len(PROMPTS))] == alone
+
+
+def test_context_length_is_max_position_embeddings():
+    assert context_length(ours_from("llama-llama3")) == 128
 
 
 def test_old_style_rope_fields_are_read(tmp_path):
