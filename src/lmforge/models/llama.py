@@ -49,7 +49,8 @@ def _architectures(name: str) -> dict[str, str]:
     return {"base": f"{name}Model", "lm": f"{name}ForCausalLM", "classification": f"{name}ForSequenceClassification"}
 
 
-ARCHITECTURES = {"llama": _architectures("Llama"), "mistral": _architectures("Mistral"), "qwen2": _architectures("Qwen2")}
+ARCHITECTURES = {"llama": _architectures("Llama"), "mistral": _architectures("Mistral"),
+                 "qwen2": _architectures("Qwen2")}
 
 
 @dataclass
