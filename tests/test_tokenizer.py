@@ -13,7 +13,7 @@ import torch
 import transformers
 
 from lmforge.models import ModelError
-from lmforge.tokenizer import FAMILIES, Tokenizer, has_tokenizer_files, train_tokenizer
+from lmforge.tokenizer import TRAINABLE_FAMILIES, Tokenizer, has_tokenizer_files, train_tokenizer
 
 WORDS = ("the quick brown fox jumps over lazy dog language model token hello world café naïve data train test "
          "alpha beta gamma delta 12,345 3.14 Über école").split()
@@ -46,7 +46,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(corpus):
-    return {family: train_tokenizer(family, [corpus], vocab_size=300) for family in FAMILIES}
+    return {family: train_tokenizer(family, [corpus], vocab_size=300) for family in TRAINABLE_FAMILIES}
 
 
 def spiece_model(folder, corpus, family):
@@ -68,7 +68,7 @@ def minilm_path():
 
 # ------------------------------------------------------------------ trained vocabularies
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TRAINABLE_FAMILIES)
 def test_special_tokens_placement(trained, family):
     tok = trained[family]
     a, b = tok.encode("hello world", add_special_tokens=False), tok.encode("the fox", add_special_tokens=False)
@@ -87,7 +87,7 @@ def test_special_tokens_placement(trained, family):
         assert batch["token_type_ids"][0].tolist() == types
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TRAINABLE_FAMILIES)
 def test_round_trip(trained, family):
     tok = trained[family]
     text = "the quick brown fox jumps over the lazy dog" if family != "xlnet" else "the quick brown fox"
@@ -99,7 +99,7 @@ def test_round_trip(trained, family):
     assert (special == text) == (family == "gpt2")  # every other family adds visible special tokens
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TRAINABLE_FAMILIES)
 def test_special_ids_and_sizes(trained, family):
     tok = trained[family]
     assert tok.vocab_size == len(tok) == tok.backend.get_vocab_size(with_added_tokens=True)
@@ -118,7 +118,7 @@ def test_special_ids_and_sizes(trained, family):
         assert tok.encode("fox <extra_id_0> dog", add_special_tokens=False)[1] == tok.vocab_size - 1
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TRAINABLE_FAMILIES)
 def test_batch_padding_and_mask(trained, family):
     tok = trained[family]
     texts = ["hello", "the quick brown fox jumps over the lazy dog"]
@@ -144,7 +144,7 @@ def test_batch_padding_and_mask(trained, family):
         tok(texts, padding=False)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TRAINABLE_FAMILIES)
 def test_truncation_and_max_length_padding(trained, family):
     tok = trained[family]
     long = "the quick brown fox jumps over the lazy dog " * 5
@@ -162,7 +162,7 @@ def test_truncation_and_max_length_padding(trained, family):
     assert tok.encode(long, add_special_tokens=False) == text_ids  # per-call settings do not stick
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", TRAINABLE_FAMILIES)
 def test_save_pretrained_loads_in_transformers(trained, family, tmp_path):
     tok = trained[family]
     tok.save_pretrained(tmp_path)

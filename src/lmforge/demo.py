@@ -45,5 +45,6 @@ def run_demo(console: Console) -> None:
             m.save_pretrained(d)
             again = load_model(d)
             diff = (m(ids, **kwargs).logits - again(ids, **kwargs).logits).abs().max().item()
-        table.add_row(cls.family, task, f"{m.num_parameters():,}", f"{diff:.1e}")
+        name = cls.family if cls.family == model_type else f"{cls.family} ({model_type})"  # llama (mistral), ...
+        table.add_row(name, task, f"{m.num_parameters():,}", f"{diff:.1e}")
     console.print(table)

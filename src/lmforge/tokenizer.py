@@ -1,4 +1,4 @@
-"""One tokenizer for the five families, over Hugging Face `tokenizers` (and `sentencepiece` model files).
+"""One tokenizer for the families, over Hugging Face `tokenizers` (and `sentencepiece` model files).
 
 Every source is turned into a `tokenizers.Tokenizer` built the way transformers builds it for that family
 (`transformers/models/*/tokenization_*.py`, `convert_slow_tokenizer.py`), so ids match transformers and
@@ -10,6 +10,12 @@ Every source is turned into a `tokenizers.Tokenizer` built the way transformers 
     gpt2     vocab.json + merges.txt        A  (nothing added)
     xlnet    spiece.model (Unigram)         A <sep> (B <sep>) <cls>        token_type_ids 0 / 1, <cls> 2; pads left
     t5       spiece.model (Unigram)         A </s> (B </s>)                + sentinels <extra_id_0> (largest id)...
+    llama    tokenizer.json only            as its own post-processor says (Llama 3: <|begin_of_text|> A)
+
+Llama, Mistral and Qwen2 tokenizers differ in everything (byte-level BPE or SentencePiece-style BPE, which
+specials, whether a BOS is added), so the llama family takes its whole pipeline from tokenizer.json as is, post-
+processor included, as transformers' PreTrainedTokenizerFast does (transformers 5 keeps it even where
+tokenizer_config.json sets add_bos_token; that flag and chat_template are carried over when saving).
 """
 from __future__ import annotations
 
@@ -37,9 +43,9 @@ from tokenizers import Tokenizer as Backend
 
 from .models import ModelError
 
-FAMILIES = ("bert", "roberta", "gpt2", "xlnet", "t5")
-# Families read from tokenizer.json or a GGUF file's metadata only (no training, no original-file readers yet).
-LOADED_FAMILIES = (*FAMILIES, "llama")
+FAMILIES = ("bert", "roberta", "gpt2", "xlnet", "t5", "llama")
+TRAINABLE_FAMILIES = FAMILIES[:5]  # train_tokenizer's; a llama tokenizer comes with its model
+LLAMA_MODEL_TYPES = ("llama", "mistral", "qwen2")  # config.json model types whose tokenizer family is llama
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model")
 SPECIAL_NAMES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 
@@ -52,7 +58,7 @@ DEFAULT_SPECIALS = {
     "xlnet": {"bos": "<s>", "eos": "</s>", "unk": "<unk>", "sep": "<sep>", "pad": "<pad>", "cls": "<cls>",
               "mask": "<mask>"},
     "t5": {"eos": "</s>", "unk": "<unk>", "pad": "<pad>"},
-    "llama": {},  # tokenizer.json / GGUF metadata name them
+    "llama": {},  # only what tokenizer_config.json names
 }
 # Family options kept in tokenizer_config.json, with transformers' defaults.
 DEFAULT_OPTIONS = {
@@ -63,6 +69,9 @@ DEFAULT_OPTIONS = {
     "t5": {"extra_ids": 100},
     "llama": {},
 }
+# tokenizer_config.json fields a llama tokenizer carries over to its saved copy, when the source has them (the
+# chat template travels as the tokenizer's `chat_template`).
+LLAMA_OPTIONS = ("add_bos_token", "add_eos_token")
 HF_CLASS = {"bert": "BertTokenizer", "roberta": "RobertaTokenizer", "gpt2": "GPT2Tokenizer",
             "xlnet": "XLNetTokenizer", "t5": "T5Tokenizer", "llama": "PreTrainedTokenizerFast"}
 TOKEN_TYPES = ("bert", "xlnet")  # families whose models take token_type_ids
@@ -93,8 +102,8 @@ class Tokenizer:
     def __init__(self, backend: Backend, family: str, special_tokens: dict[str, str | None],
                  additional_special_tokens: list[str] = (), options: dict | None = None,
                  model_max_length: int | None = None, chat_template: str | None = None):
-        if family not in LOADED_FAMILIES:
-            raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(LOADED_FAMILIES)}")
+        if family not in FAMILIES:
+            raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(FAMILIES)}")
         backend.no_padding()  # padding and truncation are per call (see __call__), never baked in
         backend.no_truncation()
         self._backend = backend
@@ -144,8 +153,8 @@ class Tokenizer:
             raise ModelError(f"{folder} is not a folder; pass the folder that holds the tokenizer files")
         config = _read_json(folder / "tokenizer_config.json")
         family = family or _family_of(folder, config)
-        if family not in LOADED_FAMILIES:
-            raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(LOADED_FAMILIES)}")
+        if family not in FAMILIES:
+            raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(FAMILIES)}")
         specials = dict(DEFAULT_SPECIALS[family])
         extras = ["<eop>", "<eod>"] if family == "xlnet" else []
         for source in (config, _read_json(folder / "special_tokens_map.json")):
@@ -154,18 +163,21 @@ class Tokenizer:
             if isinstance(listed, list):
                 extras = [_content(t) for t in listed]
         opts = {**DEFAULT_OPTIONS[family], **{k: config[k] for k in DEFAULT_OPTIONS[family] if k in config}}
+        if family == "llama":
+            opts |= {k: config[k] for k in LLAMA_OPTIONS if k in config}
         max_len = config.get("model_max_length")
         max_len = max_len if isinstance(max_len, int) and max_len < 1_000_000 else None  # HF's "no limit" is 1e30
 
         from_json = (folder / "tokenizer.json").is_file()
         if from_json:
             backend = _load_file(folder / "tokenizer.json", Backend.from_file)
+        elif family == "llama":
+            raise ModelError(f"{folder} has no tokenizer.json, which a llama tokenizer needs (lmforge does not convert "
+                             "tokenizer.model files)")
         elif family == "bert":
             backend = _bert_from_vocab(folder, opts)
         elif family in ("roberta", "gpt2"):
             backend = _byte_bpe_from_files(folder, family, opts)
-        elif family == "llama":
-            raise ModelError(f"{folder} has no llama tokenizer files; a llama tokenizer needs tokenizer.json")
         else:
             backend = _from_spiece(folder, family, opts)
         if family == "t5" and not extras:  # transformers lists the sentinels as additional special tokens
@@ -334,8 +346,11 @@ def train_tokenizer(family: str, files: list, vocab_size: int = 8000, min_freque
     The same files give the same vocabulary and ids in every run, so a study or a pretraining run can be repeated.
     (`min_frequency` applies to WordPiece and BPE, and to the whole words a Unigram vocabulary is topped up
     with; a corpus too small for `vocab_size` gives a smaller Unigram vocabulary and a warning.)"""
-    if family not in FAMILIES:
-        raise ModelError(f"unknown tokenizer family {family!r}; lmforge supports {', '.join(FAMILIES)}")
+    if family == "llama":
+        raise ModelError("lmforge cannot train a llama tokenizer; use the tokenizer.json of the model you start "
+                         "from, or train a gpt2 (byte-level BPE) tokenizer")
+    if family not in TRAINABLE_FAMILIES:
+        raise ModelError(f"unknown tokenizer family {family!r}; lmforge trains {', '.join(TRAINABLE_FAMILIES)}")
     files = [str(f) for f in files]
     missing = [f for f in files if not Path(f).is_file()]
     if missing:
@@ -637,8 +652,9 @@ def _content(token) -> str | None:
 def _family_of(folder: Path, config: dict) -> str:
     model_type = _read_json(folder / "config.json").get("model_type")
     if model_type:
-        return model_type
-    by_class = {cls: fam for fam, cls in HF_CLASS.items()}
+        return "llama" if model_type in LLAMA_MODEL_TYPES else model_type
+    by_class = {cls.removesuffix("Fast"): fam for fam, cls in HF_CLASS.items()}
+    by_class |= {"LlamaTokenizer": "llama", "Qwen2Tokenizer": "llama"}
     name = str(config.get("tokenizer_class", "")).removesuffix("Fast")
     if name in by_class:
         return by_class[name]

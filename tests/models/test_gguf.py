@@ -18,7 +18,6 @@ from tokenizers import Tokenizer as Backend  # noqa: E402
 from tokenizers import decoders, models, pre_tokenizers, trainers  # noqa: E402
 
 from lmforge import ModelError  # noqa: E402
-from lmforge.models import PreTrainedModel  # noqa: E402
 from lmforge.models import gguf as lg  # noqa: E402
 
 CORPUS = """The quick brown fox jumps over the lazy dog. Numbers like 1234 and 3.14 appear too.
@@ -296,7 +295,6 @@ def test_convert_writes_a_folder_transformers_loads(tmp_path):
 
 
 def test_lmforge_load_gguf_file_and_folder(tmp_path):
-    pytest.importorskip("lmforge.models.llama")
     import lmforge
 
     path = write_gguf(tmp_path / "tiny.gguf", hf_twin(), Q.Q8_0)
@@ -306,52 +304,6 @@ def test_lmforge_load_gguf_file_and_folder(tmp_path):
         assert model.family == "llama" and tok.chat_template == TEMPLATE
         with torch.no_grad():
             torch.testing.assert_close(model(IDS).logits, expected, rtol=1e-4, atol=1e-4)
-
-
-class _StandInConfig:
-    """Stands in for the llama family's config dataclass: keeps the config.json dict as it comes."""
-
-    def __init__(self, d: dict):
-        self.d = d
-
-    @classmethod
-    def from_hf(cls, d: dict) -> "_StandInConfig":
-        return cls(d)
-
-
-class _StandInLlama(PreTrainedModel):
-    """A family wrapping transformers' Llama, so the GGUF path through hf_io.build_model runs before the real
-    llama family lands: HF key names map one to one, loaded by the same strict step as any family."""
-
-    family = "llama"
-    config_class = _StandInConfig
-    architectures = {"lm": "LlamaForCausalLM"}
-
-    def __init__(self, config, task):
-        super().__init__(config, task)
-        self.inner = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config.d))
-
-    def hf_weight_table(self):
-        return {f"inner.{k}": k for k, _ in self.inner.named_parameters()}
-
-    def forward(self, input_ids):
-        return self.inner(input_ids=input_ids)
-
-
-@pytest.mark.parametrize("tie", [False, True])
-def test_build_model_takes_the_front_end_output(tmp_path, monkeypatch, tie):
-    import lmforge
-    from lmforge.models import hf_io
-
-    monkeypatch.setitem(hf_io.FAMILIES, "llama", f"{__name__}:_StandInLlama")
-    path = write_gguf(tmp_path / "tiny.gguf", hf_twin(tie=tie), Q.Q4_1)
-    expected = logits(ref_model(path))
-    for source in (path, tmp_path):  # the file, and a folder holding only it
-        model, tok = lmforge.load(source)
-        assert isinstance(model, _StandInLlama) and tok.family == "llama" and tok.chat_template == TEMPLATE
-        torch.testing.assert_close(logits(model), expected, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ModelError, match="has no task 'classification'"):
-        lmforge.load_model(path, task="classification")
 
 
 def test_resolve_finds_the_one_gguf_in_a_folder(tmp_path):
@@ -453,18 +405,8 @@ def test_smollm2_file_matches_transformers():
     state = ckpt.state_dict()
     seconds = time.perf_counter() - start
     ref = ref_model(path)
-    ours = twin_from_front_end(config, state)
+    ours, _ = __import__("lmforge").load(path)  # the llama family itself, from the file
     ids = torch.tensor([ref_tok("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n")["input_ids"]])
     with torch.no_grad():
-        torch.testing.assert_close(ours(input_ids=ids).logits, ref(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ours(ids).logits, ref(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
     print(f"SmolLM2 state dict dequantized in {seconds:.1f} s")
-
-
-def test_without_a_llama_family_the_error_names_the_file(tmp_path):
-    from lmforge.models.hf_io import FAMILIES
-
-    if "llama" in FAMILIES:
-        pytest.skip("the llama family is registered")
-    path = write_gguf(tmp_path / "tiny.gguf", hf_twin())
-    with pytest.raises(ModelError, match=r"unknown model_type 'llama' in .*tiny\.gguf"):
-        __import__("lmforge").load(path)

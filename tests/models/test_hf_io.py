@@ -36,8 +36,8 @@ def test_missing_model_type(tmp_path):
 
 
 def test_unknown_model_type(tmp_path):
-    write_config(tmp_path, model_type="llama")
-    with pytest.raises(ModelError, match=r"unknown model_type 'llama'.*bert, roberta, gpt2, xlnet, t5"):
+    write_config(tmp_path, model_type="mamba")
+    with pytest.raises(ModelError, match=r"unknown model_type 'mamba'.*bert, roberta, gpt2, xlnet, t5, llama, mistral"):
         load_model(tmp_path)
 
 

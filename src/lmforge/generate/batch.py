@@ -64,6 +64,8 @@ class RequestOutput:
 
 def context_length(model: PreTrainedModel) -> int:
     """The most tokens (prompt + completion) a model can attend to; 512 for the relative-position families."""
+    if model.family == "llama":  # rotary positions: the context the checkpoint was made for
+        return model.config.max_position_embeddings
     return getattr(model.config, "n_positions", None) or 512
 
 
@@ -97,7 +99,8 @@ class Batcher:
 
     def __init__(self, model: PreTrainedModel, tokenizer, stop_ids: Iterable[int] = ()):
         if model.family not in RUNNERS:
-            raise ModelError(f"{model.family} is an encoder-only model and cannot generate text; use gpt2, xlnet or t5")
+            raise ModelError(f"{model.family} is an encoder-only model and cannot generate text; use one of "
+                             f"{', '.join(RUNNERS)}")
         if model.task != "lm":
             raise ModelError(f"generation needs a language-model head; load the model with task='lm' (it has '{model.task}')")
         self.model = model

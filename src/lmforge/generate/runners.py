@@ -8,9 +8,9 @@
                                continues one beam as several)
 
 Rows have different lengths. Padding never changes a row's result: caches are left-padded and masked keys
-get zero attention weight, GPT-2 gets explicit per-row position ids, and T5's and XLNet's relative positions
-depend only on distances, which left padding does not change. So a batch gives each row the tokens it would
-get alone (up to float rounding).
+get zero attention weight, GPT-2 and Llama get explicit per-row position ids, and T5's and XLNet's relative
+positions depend only on distances, which left padding does not change. So a batch gives each row the tokens it
+would get alone (up to float rounding).
 """
 from __future__ import annotations
 
@@ -43,9 +43,11 @@ def _first_used(mask: torch.Tensor) -> int:
 
 
 class _CausalRunner:
-    """GPT-2: a KV cache per layer (B, nh, P, hs), a key mask (B, P) and each row's next position. The mask is
-    handed to the model only while some row is padded: without it the model needs no mask at all (and checking
-    an all-ones mask would cost a device sync every step)."""
+    """GPT-2 and Llama (Mistral, Qwen2): a KV cache per layer (B, nh, P, hs), a key mask (B, P) and each row's
+    next position. The mask is handed to the model only while some row is padded: without it the model needs no
+    mask at all (and checking an all-ones mask would cost a device sync every step). A sliding window counts
+    cache positions; left padding and trimming leave each row's real tokens contiguous at the end, so a row sees
+    the same keys as alone."""
 
     def __init__(self, model):
         self.model = model
@@ -218,4 +220,4 @@ class _MemsRunner:
         self.mems = [m[rows, first:] for m in self.mems]
 
 
-RUNNERS = {"gpt2": _CausalRunner, "t5": _Seq2SeqRunner, "xlnet": _MemsRunner}
+RUNNERS = {"gpt2": _CausalRunner, "llama": _CausalRunner, "t5": _Seq2SeqRunner, "xlnet": _MemsRunner}

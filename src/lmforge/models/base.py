@@ -39,6 +39,16 @@ class Convert(NamedTuple):
 TRANSPOSE = Convert(lambda t: t.t().contiguous(), lambda t: t.t().contiguous())
 
 
+class Fused(NamedTuple):
+    """One parameter of ours stored as several checkpoint tensors, concatenated along `dim` in `keys` order:
+    Llama's fused q/k/v projection is q_proj, k_proj and v_proj stacked row-wise. `sizes` are each tensor's
+    extent along `dim`; loading fills the slices (each key consumed and shape-checked), saving splits them."""
+
+    keys: tuple[str, ...]
+    sizes: tuple[int, ...]
+    dim: int = 0
+
+
 @dataclass
 class HFConfig:
     """Base for family configs: fields named as in Hugging Face's config.json unless `hf_renames` says otherwise."""
@@ -99,8 +109,9 @@ class PreTrainedModel(nn.Module):
     def adapt_config_to_weights(cls, config: HFConfig, state: dict[str, torch.Tensor]) -> None:
         """Settle what config.json leaves to the weights themselves (T5's tied head); nothing by default."""
 
-    def hf_weight_table(self) -> dict[str, str | tuple[str, Convert]]:
-        """Our parameter name -> checkpoint key (without `base_prefix` for backbone keys), optionally with a Convert."""
+    def hf_weight_table(self) -> dict[str, str | tuple[str, Convert] | Fused]:
+        """Our parameter name -> checkpoint key (without `base_prefix` for backbone keys), optionally with a
+        Convert, or the several keys a fused parameter is stored as (`Fused`)."""
         raise NotImplementedError
 
     @property

@@ -7,16 +7,18 @@ head the caller asked to replace. Anything else is an error that names the file,
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import logging
 import os
 import re
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
-from .base import Convert, ModelError, PreTrainedModel
+from .base import Convert, Fused, ModelError, PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,9 @@ FAMILIES = {
     "gpt2": "lmforge.models.gpt2:GPT2Model",
     "xlnet": "lmforge.models.xlnet:XLNetModel",
     "t5": "lmforge.models.t5:T5Model",
+    "llama": "lmforge.models.llama:LlamaModel",
+    "mistral": "lmforge.models.llama:MistralModel",
+    "qwen2": "lmforge.models.llama:Qwen2Model",
 }
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -94,14 +99,30 @@ def task_of(cls: type[PreTrainedModel], config: dict) -> str | None:
     return None if archs else "base"
 
 
-def _split_table(model: PreTrainedModel, prefix: str) -> dict[str, tuple[str, Convert | None, bool]]:
-    """Our name -> (full checkpoint key, convert, is_head). Head params live under `head.`."""
-    out = {}
+class _Row(NamedTuple):
+    """One checkpoint tensor and what it fills: our parameter `ours`, or its slice `part` = (dim, start, length)."""
+
+    ours: str
+    key: str  # the full checkpoint key
+    conv: Convert | None
+    part: tuple[int, int, int] | None
+    is_head: bool  # head params live under `head.`
+
+
+def _split_table(model: PreTrainedModel, prefix: str) -> list[_Row]:
+    """The family's table as one row per checkpoint tensor (a `Fused` entry gives one row per key)."""
+    rows = []
     for ours, entry in model.hf_weight_table().items():
-        key, conv = (entry, None) if isinstance(entry, str) else entry
         is_head = ours.startswith("head.")
-        out[ours] = (key if is_head else prefix + key, conv, is_head)
-    return out
+        full = (lambda k: k) if is_head else (lambda k: prefix + k)
+        if isinstance(entry, Fused):
+            starts = itertools.accumulate(entry.sizes, initial=0)
+            rows += [_Row(ours, full(k), None, (entry.dim, start, n), is_head)
+                     for k, start, n in zip(entry.keys, starts, entry.sizes)]
+        else:
+            key, conv = (entry, None) if isinstance(entry, str) else entry
+            rows.append(_Row(ours, full(key), conv, None, is_head))
+    return rows
 
 
 def load_model(folder, task: str | None = None, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
@@ -148,7 +169,7 @@ def build_model(raw: dict, state: dict[str, torch.Tensor], source, task: str | N
     consumed: set[str] = set()
     fresh: list[str] = []
     with torch.no_grad():
-        for ours, (key, conv, is_head) in table.items():
+        for ours, key, conv, part, is_head in table:
             if key not in state and is_head:
                 key = _reprefixed(key, cls.hf_prefix(task), prefix)
             if key not in state:
@@ -156,7 +177,7 @@ def build_model(raw: dict, state: dict[str, torch.Tensor], source, task: str | N
                     fresh.append(ours)
                     continue
                 raise ModelError(f"{source} lacks weight '{key}' needed by this {cls.family} config")
-            p = params[ours]
+            p = params[ours] if part is None else params[ours].narrow(*part)
             # Compare in the checkpoint's own layout so the message shows the shapes the user can see.
             expected = conv.save(torch.empty(p.shape, device="meta")).shape if conv else p.shape
             if state[key].shape != expected:
@@ -166,7 +187,7 @@ def build_model(raw: dict, state: dict[str, torch.Tensor], source, task: str | N
                 )
             p.copy_(conv.load(state[key]) if conv else state[key])
             consumed.add(key)
-    missing = set(params) - set(table)
+    missing = set(params) - {row.ours for row in table}
     if missing:  # a bug in the family's table, never the user's fault
         raise RuntimeError(f"{cls.__name__}.hf_weight_table misses {sorted(missing)}")
 
@@ -178,7 +199,7 @@ def build_model(raw: dict, state: dict[str, torch.Tensor], source, task: str | N
             dropped = [k for k in leftover if prefix and not k.startswith(prefix)]
         else:
             with torch.device("meta"):
-                saved_keys = {k for k, _, _ in _split_table(cls(config, saved_task), prefix).values()}
+                saved_keys = {row.key for row in _split_table(cls(config, saved_task), prefix)}
             dropped = [k for k in leftover if k in saved_keys]
         leftover = [k for k in leftover if k not in dropped]
         if dropped:
@@ -213,8 +234,8 @@ def save_pretrained(model: PreTrainedModel, folder) -> None:
     prefix = model.hf_prefix(model.task)
     params = dict(model.named_parameters())
     tensors = {}
-    for ours, (key, conv, _) in _split_table(model, prefix).items():
-        t = params[ours].detach()
+    for ours, key, conv, part, _ in _split_table(model, prefix):
+        t = params[ours].detach() if part is None else params[ours].detach().narrow(*part)
         tensors[key] = (conv.save(t) if conv else t).contiguous().cpu()
     config = model.config.to_hf()
     config["architectures"] = [model.architectures[model.task]]

@@ -1,5 +1,5 @@
 """Family configs from architecture-neutral sizes, so the benchmark, the demo and the comparative
-study build the five families at matched shapes without knowing each family's field names."""
+study build the families at matched shapes without knowing each family's field names."""
 from __future__ import annotations
 
 from .base import HFConfig
@@ -21,6 +21,9 @@ def hf_config_dict(
     if model_type == "t5":
         return dict(vocab_size=vocab, d_model=hidden, d_kv=hidden // heads, d_ff=ffn, num_layers=layers,
                     num_decoder_layers=layers, num_heads=heads, decoder_start_token_id=0)
+    if model_type in ("llama", "mistral", "qwen2"):
+        return dict(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                    intermediate_size=ffn, max_position_embeddings=max_len)
     model_class(model_type)  # raises the standard "unknown model_type" error
     raise AssertionError(model_type)
 
