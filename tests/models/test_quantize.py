@@ -34,6 +34,38 @@ def test_int8_linear_is_per_row_int8_weights_times_dynamic_uint8_input(bias):
     assert (y - linear(x)).norm() / linear(x).norm() < 0.02  # and close to float
 
 
+def test_outlier_channels_are_multiplied_in_float_apart_from_the_int8_rest():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 24)
+    x = torch.randn(5, 64)
+    x[:, 7] *= 80  # one huge input channel, as LLMs' MLP outputs have
+    outliers = torch.tensor([7])
+    y = Int8Linear(linear, outliers)(x)
+    inliers = x.clone()
+    inliers[:, 7] = 0
+    w_in = nn.Linear(64, 24)
+    with torch.no_grad():
+        w_in.weight.copy_(linear.weight * (torch.arange(64) != 7))
+        w_in.bias.copy_(linear.bias)
+    expected = reference(w_in, inliers) + x[:, 7:8] @ linear.weight[:, 7:8].t()
+    torch.testing.assert_close(y, expected.detach(), atol=1e-4, rtol=1e-5)
+    plain = Int8Linear(linear)(x)
+    exact = linear(x).detach()
+    assert (y - exact).norm() < 0.25 * (plain - exact).norm()  # the point of it
+
+
+def test_calibration_finds_the_large_channels():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 16), nn.Linear(16, 16), nn.Linear(16, 4))
+    with torch.no_grad():
+        model[0].weight.mul_(0.1)
+        model[0].weight[:, 3] = 50.0  # channel 3 of the first Linear's input is always huge
+        model[1].weight.mul_(0.01)
+    quantize(model, "int8", calibration_ids=list(range(10)))
+    assert model[1].outliers.tolist() == [3]
+    assert isinstance(model[2], Int8Linear)
+
+
 @pytest.mark.parametrize("family", ["gpt2", "t5"])
 def test_quantized_model_stays_close_to_float(family):
     torch.manual_seed(0)

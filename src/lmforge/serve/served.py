@@ -13,7 +13,7 @@ import torch
 
 from ..chat_template import ChatTemplate, end_of_sequence_ids, template_for
 from ..generate import context_length
-from ..models.quantize import quantize
+from ..models.quantize import calibration_text, quantize
 from .cards import ModelFacts, facts
 from .engine import Engine
 from .metrics import Metrics
@@ -67,13 +67,14 @@ def serve_model(model, tokenizer, name: str, quantization: str = "none") -> Serv
     kind = "embed" if model.family in EMBEDDING_FAMILIES or model.task in ("encoder", "base") else "generate"
     if quantization == "auto":
         quantization = default_quantization(model, kind)
+    ctx = getattr(model.config, "max_position_embeddings", 512) if kind == "embed" else context_length(model)
+    calibration = tokenizer.encode(calibration_text())[: min(ctx, 512)] if quantization != "none" else None
     if kind == "embed":
-        ctx = getattr(model.config, "max_position_embeddings", 512)
         card = facts(name, model, kind, ctx, quantization, False)
-        return ServedModel(name, quantize(model, quantization), tokenizer, kind, card)
+        return ServedModel(name, quantize(model, quantization, calibration), tokenizer, kind, card)
     template = template_for(tokenizer, model.family, name)
-    card = facts(name, model, kind, context_length(model), quantization, tokenizer.chat_template is not None)
-    return ServedModel(name, quantize(model, quantization), tokenizer, kind, card, template)
+    card = facts(name, model, kind, ctx, quantization, tokenizer.chat_template is not None)
+    return ServedModel(name, quantize(model, quantization, calibration), tokenizer, kind, card, template)
 
 
 def load_served(name_or_path: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
