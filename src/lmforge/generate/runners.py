@@ -57,7 +57,7 @@ class _CausalRunner:
     def prefill(self, prompts: list[list[int]], repeats: torch.Tensor):
         ids, mask = _batch(prompts, True, self.model.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(ids, mask, use_cache=True, position_ids=pos)
+        out = self.model(ids, mask, use_cache=True, position_ids=pos, logits_to_keep=1)
         cache = [tuple(t.repeat_interleave(repeats, 0) for t in kv) for kv in out.past_key_values]
         part = cache, mask.repeat_interleave(repeats, 0), (pos[:, -1] + 1).repeat_interleave(repeats, 0)
         return part, out.logits[:, -1].repeat_interleave(repeats, 0)
@@ -78,7 +78,7 @@ class _CausalRunner:
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         self.mask = F.pad(self.mask, (0, 1), value=1)  # (B, P + 1)
         out = self.model(tokens[:, None], self.mask if self.padded else None, past_key_values=self.cache,
-                         use_cache=True, position_ids=self.pos[:, None])
+                         use_cache=True, position_ids=self.pos[:, None], logits_to_keep=1)
         self.cache, self.pos = out.past_key_values, self.pos + 1
         return out.logits[:, -1]
 

@@ -285,14 +285,17 @@ class GPT2Model(PreTrainedModel):
         past_key_values: KVCache | None = None,
         use_cache: bool = False,
         position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> ModelOutput:
-        """lm labels are the inputs themselves (shifted here, -100 ignored), as in Hugging Face."""
+        """lm labels are the inputs themselves (shifted here, -100 ignored), as in Hugging Face.
+        `logits_to_keep` > 0: the lm head runs on the last that many positions only (decoding needs one; the
+        head is the largest matmul of a prompt's prefill)."""
         h, cache = self.backbone(input_ids, attention_mask, past_key_values, position_ids)
         loss = None
         if self.task == "base":
             logits = h
         elif self.task == "lm":
-            logits = self.head(h)  # (B, T, vocab)
+            logits = self.head(h[:, -logits_to_keep:] if logits_to_keep else h)  # (B, T or logits_to_keep, vocab)
             if labels is not None:
                 # Token t predicts token t+1: shift the labels, not the (much larger) logits.
                 loss = heads.lm_loss(logits, F.pad(labels[:, 1:], (0, 1), value=-100))
