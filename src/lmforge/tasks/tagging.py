@@ -25,8 +25,11 @@ from ..models import ModelError
 
 SCHEMES = ("iob2", "bioes")
 IGNORE = -100
-# Words of raw text: runs of letters/digits (with inner . ' - as in "U.S", "O'Neil", "Jean-Paul"), or one symbol.
-WORD = re.compile(r"\w+(?:[.'’\-]\w+)*|[^\w\s]")
+# Words of raw text, split as CoNLL-2003 splits them: a title or a dotted abbreviation with its period ("Dr.",
+# "Mrs.", "U.S."), runs of letters/digits (with inner . ' - as in "O'Neil", "Jean-Paul"), or one symbol. Keeping
+# "Dr." whole matters: the model learnt titles as one O word before a name, not "Dr" + "." .
+WORD = re.compile(r"(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sr|Jr|St|Rev|Hon|Gen|Col|Capt|Lt|Sgt)\.(?!\w)|(?:[A-Za-z]\.){2,}"
+                  r"|\w+(?:[.'’\-]\w+)*|[^\w\s]")
 
 
 # ------------------------------------------------------------------ schemes
