@@ -110,3 +110,12 @@ def test_data_scrub_redacts_names_by_default(tmp_path):
     bad = runner.invoke(app, ["data", "scrub", str(tmp_path / "a.txt"), "--out", str(tmp_path / "o2"),
                               "--phone-regions", "US,XX"])
     assert bad.exit_code == 1 and "unknown phone regions: XX" in bad.output
+
+
+def test_audit_log_stores_names_redacted(tmp_path):
+    from lmforge.safety.audit_log import AuditLog
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.log_generation(model="m", prompt="Please email Olivia Bennett at Barclays in Leeds", completion="Done.")
+    raw = log.path.read_text(encoding="utf-8")
+    assert "Olivia" not in raw and "Leeds" not in raw and "[PERSON]" in raw and "[LOCATION]" in raw
