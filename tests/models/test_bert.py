@@ -25,8 +25,8 @@ TINY = dict(
 
 
 def tiny(task: str) -> dict:
-    """Classification gets 3 labels; qa needs transformers' default 2 (start, end)."""
-    return TINY | {"id2label": {0: "a", 1: "b", 2: "c"}} if task == "classification" else TINY
+    """Classification and tagging get 3 labels; qa needs transformers' default 2 (start, end)."""
+    return TINY | {"id2label": {0: "a", 1: "b", 2: "c"}} if task in ("classification", "token_classification") else TINY
 OURS = {"bert": (BertModel, BertConfig), "roberta": (RobertaModel, RobertaConfig)}
 HF_CONFIG = {"bert": transformers.BertConfig, "roberta": transformers.RobertaConfig}
 CASES = [(fam, task) for fam, (cls, _) in OURS.items() for task in cls.architectures]
@@ -69,6 +69,12 @@ def labels_for(task: str, kw: dict):
     if task == "qa":
         span = torch.tensor([[1, 3], [0, 4], [2, 2]])[:B]
         return {"labels": span}, {"start_positions": span[:, 0], "end_positions": span[:, 1]}
+    if task == "token_classification":  # a tag per token; -100 on pads, the first token and every third one
+        tags = torch.randint(0, 3, ids.shape, generator=torch.Generator().manual_seed(2))
+        tags = tags.masked_fill(mask == 0, -100)
+        tags[:, 0] = -100
+        tags[:, 2::3] = -100
+        return {"labels": tags}, {"labels": tags}
     return {}, {}
 
 
@@ -294,3 +300,28 @@ def test_sparse_logits_need_labels_and_an_lm_task():
         model(**batch("bert"), labels=torch.tensor([0, 1, 2]), sparse_logits=True)
     with pytest.raises(ModelError, match="sparse_logits needs labels"):
         BertModel(BertConfig(**TINY), "lm")(**batch("bert"), sparse_logits=True)
+
+
+@pytest.mark.parametrize("family", OURS)
+def test_token_loss_ignores_minus_100(family):
+    """The loss is the mean cross-entropy over labelled tokens only: what the ignored ones say changes nothing."""
+    cls, config_cls = OURS[family]
+    torch.manual_seed(0)
+    model = cls(config_cls(**tiny("token_classification")), "token_classification").eval()
+    kw = batch(family)
+    tags, _ = labels_for("token_classification", kw)
+    out = model(**kw, **tags)
+    keep = tags["labels"] != -100
+    by_hand = torch.nn.functional.cross_entropy(out.logits[keep], tags["labels"][keep])
+    torch.testing.assert_close(out.loss, by_hand)
+    assert out.logits.shape == (*kw["input_ids"].shape, 3)
+
+
+def test_base_checkpoint_loads_for_token_classification(tmp_path):
+    """A BertModel folder (MiniLM's kind) gets a fresh tagging head; its pooler is dropped, the backbone kept."""
+    hf = hf_model("bert", "base")
+    hf.save_pretrained(tmp_path)
+    model = load_model(tmp_path, task="token_classification")
+    kw = batch("bert")
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(**kw), hf(**kw).last_hidden_state, atol=1e-5, rtol=1e-4)

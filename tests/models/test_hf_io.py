@@ -98,14 +98,14 @@ def test_unknown_task(tmp_path):
 
 
 def test_head_lmforge_lacks_is_named_and_its_backbone_loads(tmp_path):
-    """A token-classification checkpoint: clear error by default; task='base' loads the backbone as transformers
+    """A multiple-choice checkpoint: clear error by default; task='base' loads the backbone as transformers
     does, dropping the foreign head."""
     transformers = pytest.importorskip("transformers")
     config = transformers.RobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                         intermediate_size=37, max_position_embeddings=40)
     torch.manual_seed(0)
-    transformers.RobertaForTokenClassification(config).save_pretrained(tmp_path)
-    with pytest.raises(ModelError, match="names RobertaForTokenClassification, a head lmforge's roberta does not"):
+    transformers.RobertaForMultipleChoice(config).save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match="names RobertaForMultipleChoice, a head lmforge's roberta does not"):
         load_model(tmp_path)
     ours = load_model(tmp_path, task="base")
     theirs = transformers.RobertaModel.from_pretrained(tmp_path, add_pooling_layer=False).eval()

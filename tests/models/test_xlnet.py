@@ -17,6 +17,7 @@ HF_CLASSES = {
     "lm": transformers.XLNetLMHeadModel,
     "classification": transformers.XLNetForSequenceClassification,
     "qa": transformers.XLNetForQuestionAnsweringSimple,
+    "token_classification": transformers.XLNetForTokenClassification,
 }
 VOCAB, B, T = 99, 3, 8
 ATOL = 1e-5
@@ -84,6 +85,10 @@ def task_labels(task, ids, mask):
     if task == "qa":
         y = torch.tensor([[3, 5], [4, 4], [2, 7]])
         return y, {"start_positions": y[:, 0], "end_positions": y[:, 1]}
+    if task == "token_classification":  # -100 on the (left) pads and on every third token
+        y = torch.randint(0, 3, (B, T), generator=g).masked_fill(mask == 0, -100)
+        y[:, ::3] = -100
+        return y, {"labels": y}
     return None, {}
 
 

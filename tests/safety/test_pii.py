@@ -2,13 +2,14 @@
 set, and the scrub report."""
 import pytest
 
-from lmforge.safety.pii import (ENTITY_TYPES, card_ok, detect, iban_ok, luhn_ok, redact, scrub_file,
+from lmforge.safety.pii import (PATTERN_TYPES, card_ok, detect, iban_ok, luhn_ok, redact, scrub_file,
                                 ssn_ok)
 from lmforge.safety.pii_synth import evaluate, synthetic_pii_set
 
 
 def found(text):
-    return [(e.type, e.text) for e in detect(text)]
+    """The pattern detectors alone (names, organisations and places are tested with the model)."""
+    return [(e.type, e.text) for e in detect(text, PATTERN_TYPES)]
 
 
 def test_luhn_and_card_validators():
@@ -70,10 +71,10 @@ def test_no_false_positives_on_ordinary_numbers(text):
 
 def test_redaction_keeps_every_other_byte():
     text = "Hi\tBob,\r\n  write to bob@example.com or call +1 415 555 2671 — thanks! 🙂\n"
-    r = redact(text)
+    r = redact(text, PATTERN_TYPES)
     assert r.text == "Hi\tBob,\r\n  write to [EMAIL] or call [PHONE] — thanks! 🙂\n"
     assert r.counts == {"EMAIL": 1, "PHONE": 1}
-    masked = redact(text, style="mask").text
+    masked = redact(text, PATTERN_TYPES, style="mask").text
     assert len(masked) == len(text) and masked.replace("*", "") == text.replace("bob@example.com", "").replace("+1 415 555 2671", "")
     hashed = redact("a@example.com b@example.com a@example.com", style="hash", key=b"k").text
     first, second, third = hashed.split()
@@ -82,7 +83,7 @@ def test_redaction_keeps_every_other_byte():
 
 def test_generated_labelled_set_precision_recall_per_type():
     scores = evaluate(synthetic_pii_set(1500, seed=123))
-    for t in ENTITY_TYPES:
+    for t in PATTERN_TYPES:
         assert scores[t]["support"] > 100, t
         assert scores[t]["precision"] >= 0.95 and scores[t]["recall"] >= 0.95, (t, scores[t])
 
@@ -96,7 +97,7 @@ def test_generated_set_offsets_are_exact():
 def test_scrub_file_report_counts(tmp_path):
     src, dst = tmp_path / "in.txt", tmp_path / "out.txt"
     src.write_bytes("a@example.com and b@example.org\r\nnothing here\r\ncard 4111111111111111\r\nlast".encode())
-    report = scrub_file(src, dst)
+    report = scrub_file(src, dst, PATTERN_TYPES)
     assert report.to_dict() == {"files": 1, "lines": 4, "lines_changed": 2,
                                 "entities": {"CREDIT_CARD": 1, "EMAIL": 2}, "total": 3}
     assert dst.read_bytes() == b"[EMAIL] and [EMAIL]\r\nnothing here\r\ncard [CREDIT_CARD]\r\nlast"

@@ -131,6 +131,31 @@ def perplexity(total_loss: float, total_tokens: int) -> float:
     return math.exp(total_loss / max(total_tokens, 1))
 
 
+def entity_scores(predictions: Sequence[Sequence[str]], references: Sequence[Sequence[str]],
+                  scheme: str = "iob2") -> dict[str, float]:
+    """Entity-level precision, recall and F1 (fractions) from `seqeval` in strict mode for `scheme` (IOB2 or
+    BIOES): an entity counts only when its type and both boundaries match. Micro averages as `precision`,
+    `recall`, `f1`; per type as `TYPE_precision`, `TYPE_recall`, `TYPE_f1` and `TYPE_support`."""
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import BILOU, IOB2, IOBES
+
+    _same_length(predictions, references)
+    for i, (p, r) in enumerate(zip(predictions, references)):
+        if len(p) != len(r):
+            raise ValueError(f"sentence {i}: {len(p)} predicted tags but {len(r)} reference tags")
+    mode = {"iob2": IOB2, "bioes": IOBES, "bilou": BILOU}[scheme]
+    # seqeval's IOBES scheme spells the single-word tag S- and the last E-, as lmforge's BIOES does.
+    report = classification_report([list(r) for r in references], [list(p) for p in predictions], mode="strict",
+                                   scheme=mode, output_dict=True, zero_division=0)
+    micro = report["micro avg"]
+    out = {"precision": float(micro["precision"]), "recall": float(micro["recall"]), "f1": float(micro["f1-score"])}
+    for typ in sorted(k for k in report if not k.endswith(" avg")):
+        row = report[typ]
+        out |= {f"{typ}_precision": float(row["precision"]), f"{typ}_recall": float(row["recall"]),
+                f"{typ}_f1": float(row["f1-score"]), f"{typ}_support": int(row["support"])}
+    return out
+
+
 # ------------------------------------------------------------------ by name
 
 # metric name -> (kind of references, function returning {column: value}); the registry names these.
@@ -141,7 +166,7 @@ TEXT_METRICS: dict[str, Callable[..., dict[str, float]]] = {
     "bleu": lambda p, r: {"bleu": bleu(p, r)},
     "chrf": lambda p, r: {"chrf": chrf(p, r)},
 }
-METRICS = (*LABEL_METRICS, *TEXT_METRICS, "perplexity")
+METRICS = (*LABEL_METRICS, *TEXT_METRICS, "perplexity", "seqeval")  # seqeval: entity_scores, on tag sequences
 
 
 def compute(names: Sequence[str], predictions: Sequence[str], references: Sequence, *,

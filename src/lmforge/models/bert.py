@@ -15,7 +15,7 @@ from torch import nn
 
 from .base import HFConfig, ModelError, ModelOutput, PreTrainedModel
 from .layers import ACTIVATIONS
-from .heads import ClassifierHead, classification_loss, lm_loss, span_loss
+from .heads import ClassifierHead, TokenClassifier, classification_loss, lm_loss, span_loss, token_loss
 
 
 
@@ -243,6 +243,7 @@ class BertModel(PreTrainedModel):
     MosaicBERT does). Training uses it; the default keeps the full (B, T, V) logits of transformers.
       classification  (B, num_labels)
       qa              (B, T, 2) start/end logits; `labels` (B, 2)
+      token_classification  (B, T, num_labels), one tag per token; `labels` (B, T), -100 where no loss
     """
 
     family: ClassVar[str] = "bert"
@@ -253,6 +254,7 @@ class BertModel(PreTrainedModel):
         "lm": "BertForMaskedLM",
         "classification": "BertForSequenceClassification",
         "qa": "BertForQuestionAnswering",
+        "token_classification": "BertForTokenClassification",
     }
     base_prefix: ClassVar[str] = "bert."  # hf_io joins it to the key as is, so it carries the dot
     ignored_hf_keys: ClassVar[tuple[str, ...]] = (
@@ -290,6 +292,8 @@ class BertModel(PreTrainedModel):
             return MaskedLMHead(c, ACTIVATIONS[c.hidden_act])
         if task == "classification":
             return PooledClassifier(c, self._classifier_dropout())
+        if task == "token_classification":  # transformers builds this one without the pooler
+            return TokenClassifier(c.hidden_size, c.num_labels, self._classifier_dropout())
         return nn.Linear(c.hidden_size, 2)  # qa: start and end logits
 
     def _head_table(self) -> dict[str, str]:
@@ -307,6 +311,8 @@ class BertModel(PreTrainedModel):
             return _bert_lm_table("head")
         if self.task == "classification":
             return {**_wb("head.pooler.dense", pooler), **_wb("head.classifier", "classifier")}
+        if self.task == "token_classification":
+            return _wb("head.classifier", "classifier")
         return _wb("head", "qa_outputs")
 
     def _init_weights(self, m: nn.Module) -> None:
@@ -387,7 +393,8 @@ class BertModel(PreTrainedModel):
         logits = self.head(h if keep is None else h[keep])
         loss = None
         if labels is not None:
-            loss = {"lm": lm_loss, "classification": classification_loss, "qa": span_loss}[self.task](logits, labels)
+            loss = {"lm": lm_loss, "classification": classification_loss, "qa": span_loss,
+                    "token_classification": token_loss}[self.task](logits, labels)
         return ModelOutput(logits, loss, last_hidden_state=h)
 
 
@@ -401,6 +408,7 @@ class RobertaModel(BertModel):
         "lm": "RobertaForMaskedLM",
         "classification": "RobertaForSequenceClassification",
         "qa": "RobertaForQuestionAnswering",
+        "token_classification": "RobertaForTokenClassification",
     }
     base_prefix: ClassVar[str] = "roberta."
     ignored_hf_keys: ClassVar[tuple[str, ...]] = (

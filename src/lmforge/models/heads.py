@@ -5,6 +5,8 @@ Conventions (the forward contract of every family):
 - qa (span extraction): `logits` (B, T, 2) with start logits in [..., 0] and end logits in [..., 1];
   `labels` (B, 2) holding the start and end token index of the answer.
 - lm: `logits` (B, T, vocab); `labels` use -100 for positions that carry no loss.
+- token_classification (tagging, e.g. NER): `logits` (B, T, num_labels); `labels` (B, T) tag ids, -100 where
+  a position carries no loss (special tokens, padding, a word's second and later sub-tokens).
 """
 from __future__ import annotations
 
@@ -25,6 +27,19 @@ class ClassifierHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.tanh(self.dense(self.dropout(x)))
         return self.out_proj(self.dropout(x))
+
+
+class TokenClassifier(nn.Module):
+    """dropout -> classifier over every token's hidden state: BERT/RoBERTa/XLNet `...ForTokenClassification`
+    (`classifier` is the checkpoint name in all three)."""
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_labels)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(h))  # (B, T, num_labels)
 
 
 def last_token(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -53,4 +68,9 @@ def span_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the positions whose label is not -100 (transformers' token classification)."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)

@@ -22,7 +22,7 @@ from torch import nn
 
 from .base import HFConfig, ModelError, ModelOutput, PreTrainedModel
 from .layers import ACTIVATIONS
-from .heads import classification_loss, lm_loss, span_loss
+from .heads import TokenClassifier, classification_loss, lm_loss, span_loss, token_loss
 
 SUMMARY_TYPES = ("last", "first", "mean")
 
@@ -356,7 +356,8 @@ class SpanHead(nn.Module):
 
 
 class XLNetModel(PreTrainedModel):
-    """XLNet with the head for `task`: base, lm (permutation LM), classification or qa (span extraction)."""
+    """XLNet with the head for `task`: base, lm (permutation LM), classification, qa (span extraction) or
+    token_classification (a tag per token)."""
 
     family = "xlnet"
     config_class = XLNetConfig
@@ -365,6 +366,7 @@ class XLNetModel(PreTrainedModel):
         "lm": "XLNetLMHeadModel",
         "classification": "XLNetForSequenceClassification",
         "qa": "XLNetForQuestionAnsweringSimple",
+        "token_classification": "XLNetForTokenClassification",
     }
     base_prefix = "transformer."
     ignored_hf_keys = (r"lm_loss\.weight",)  # tied to transformer.word_embedding.weight
@@ -378,6 +380,8 @@ class XLNetModel(PreTrainedModel):
             self.head = SummaryHead(config)
         elif task == "qa":
             self.head = SpanHead(config)
+        elif task == "token_classification":  # transformers adds no dropout of its own: the backbone's output has one
+            self.head = TokenClassifier(config.d_model, config.num_labels, 0.0)
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -414,6 +418,9 @@ class XLNetModel(PreTrainedModel):
         elif self.task == "qa":
             t["head.qa_outputs.weight"] = "qa_outputs.weight"
             t["head.qa_outputs.bias"] = "qa_outputs.bias"
+        elif self.task == "token_classification":
+            t["head.classifier.weight"] = "classifier.weight"
+            t["head.classifier.bias"] = "classifier.bias"
         return t
 
     def forward(
@@ -445,7 +452,8 @@ class XLNetModel(PreTrainedModel):
         else:
             logits = self.head(hidden)
             if labels is not None:
-                loss_fn = {"lm": lm_loss, "classification": classification_loss, "qa": span_loss}[self.task]
+                loss_fn = {"lm": lm_loss, "classification": classification_loss, "qa": span_loss,
+                           "token_classification": token_loss}[self.task]
                 loss = loss_fn(logits, labels)
         return ModelOutput(logits=logits, loss=loss, last_hidden_state=hidden, mems=new_mems)
 

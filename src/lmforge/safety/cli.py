@@ -51,16 +51,33 @@ def _bytes_progress() -> Progress:
 def scrub(
     files: Annotated[list[Path], typer.Argument(help="UTF-8 text files to scrub (before tokenization).")],
     out: Annotated[Path, typer.Option(help="Folder for the scrubbed copies (same file names).")],
-    types: Annotated[Optional[str], typer.Option(help="Comma-separated entity types (default: all).")] = None,
+    types: Annotated[Optional[str], typer.Option(help="Comma-separated entity types (default: all; PERSON, "
+                                                      "ORGANIZATION and LOCATION when the NER model is "
+                                                      "installed).")] = None,
+    phone_regions: Annotated[Optional[str], typer.Option(help="Comma-separated ISO country codes whose national "
+                                                              "phone formats are recognised (default: "
+                                                              "$LMFORGE_PII_PHONE_REGIONS or US,CA,GB,IE,DE,FR,ES,"
+                                                              "IT,NL,IN,AU,JP,BR,MX,ZA).")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Also write the report as JSON here.")] = None,
 ) -> None:
-    """Redact PII (emails, phones, cards, IBANs, IPs, SSNs, addresses, secrets) from training corpora and report
-    what was found."""
-    from .pii import ENTITY_TYPES, ScrubReport, scrub_file
+    """Redact PII (names, organisations, places, emails, phones, cards, IBANs, IPs, SSNs, addresses, secrets)
+    from training corpora and report what was found."""
+    from . import ner
+    from .pii import ENTITY_TYPES, NER_TYPES, ScrubReport, check_regions, default_types, scrub_file
 
     wanted = [t.strip().upper() for t in types.split(",")] if types else None
     if wanted and set(wanted) - set(ENTITY_TYPES):
         _fail(f"unknown PII types {', '.join(sorted(set(wanted) - set(ENTITY_TYPES)))}; known: {', '.join(ENTITY_TYPES)}")
+    if wanted and set(wanted) & set(NER_TYPES.values()) and not ner.enabled():
+        _fail(f"{', '.join(sorted(set(wanted) & set(NER_TYPES.values())))} need the NER model, which is "
+              f"{'turned off (' + ner.ENV_SWITCH + ')' if ner.shipped() else 'not installed'}")
+    regions = None
+    if phone_regions:
+        try:
+            regions = check_regions(r.strip() for r in phone_regions.split(",") if r.strip())
+        except ValueError as e:
+            _fail(e)
+    shown = wanted or list(default_types())
     for f in files:
         if not f.is_file():
             _fail(f"{f} is not a file")
@@ -72,14 +89,16 @@ def scrub(
         task = progress.add_task("scrubbing", total=sum(f.stat().st_size for f in files))
         for f in files:
             try:
-                scrub_file(f, out / f.name, wanted, rep, progress=lambda n: progress.advance(task, n))
+                scrub_file(f, out / f.name, wanted, rep, progress=lambda n: progress.advance(task, n),
+                           phone_regions=regions)
             except UnicodeDecodeError:
                 _fail(f"{f} is not UTF-8 text")
     table = Table(title=f"PII found in {rep.files} file(s), {rep.lines:,} lines ({rep.lines_changed:,} changed)")
     table.add_column("entity")
     table.add_column("count", justify="right")
     for t in ENTITY_TYPES:
-        table.add_row(t, f"{rep.counts.get(t, 0):,}")
+        if t in shown:
+            table.add_row(t, f"{rep.counts.get(t, 0):,}")
     table.add_row("[bold]total", f"[bold]{sum(rep.counts.values()):,}")
     console.print(table)
     if report:

@@ -1,19 +1,23 @@
-"""PII detection and redaction with regular expressions and checksums, offline and deterministic.
+"""PII detection and redaction: a named-entity model for people, organisations and places, Google's
+libphonenumber for phones, regular expressions and checksums for the rest; offline and deterministic.
 
-Covered: EMAIL, PHONE (North American numbers with separators or parentheses, and international numbers
-written with a leading +), CREDIT_CARD (13-19 digits, a known network prefix and the Luhn check), IBAN (the
+Covered: PERSON, ORGANIZATION, LOCATION (the NER model lmforge ships, MiniLM fine-tuned on CoNLL-2003, see
+ner.py; used when it is installed, which it is with the package, unless LMFORGE_PII_NER=0), PHONE (numbers
+libphonenumber accepts as valid for one of `PHONE_REGIONS`, written in that country's national format or
+internationally with +, e.g. `020 7946 0958`, `+49 30 12345678`, `(415) 555-2671`), CREDIT_CARD (13-19 digits, a known network prefix and the Luhn check), IBAN (the
 country's length and the ISO 13616 mod-97 check), IP_ADDRESS (IPv4 and IPv6, parsed by `ipaddress`), US_SSN
 (the SSA's area/group/serial rules), STREET_ADDRESS (US-style "123 Main Street"), SECRET (well-known API-key
 formats, private-key blocks, passwords in URLs and `password=`/`api_key:` assignments).
 
-Not covered: personal names, organisations and locations other than street addresses need an NER model,
-and none can be had offline here (Presidio's default spaCy model and `detoxify` download at run time);
-phone numbers written as ten bare digits (indistinguishable from order numbers) are deliberately skipped.
+Not covered: phone numbers written as bare digits without a leading + or any separator (indistinguishable
+from order numbers) are deliberately skipped; MISC entities of the NER model (nationalities, events) are not
+treated as PII.
 
 Why not Presidio's recognizers: `presidio-analyzer` installs spaCy, thinc and tldextract just to import,
 and its pattern recognizers are the same idea (a regex, a context window, a checksum); the validators
-here follow the same references (Luhn; ISO 13616; SSA's SSN rules) and are tested on a labelled set with
-decoys (`pii_synth.py`).
+here follow the same references (Luhn; ISO 13616; SSA's SSN rules), phones go through the same library
+Presidio uses (`phonenumbers`), and both are tested on labelled sets with decoys (`pii_synth.py`,
+`pii_names_synth.py`).
 
 Redaction replaces each span with `[TYPE]` (or a fixed mask / a keyed digest) and leaves every other byte
 of the text as it was.
@@ -24,12 +28,18 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-ENTITY_TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "US_SSN", "STREET_ADDRESS", "SECRET")
+PATTERN_TYPES = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "US_SSN", "STREET_ADDRESS", "SECRET")
+NER_TYPES = {"PER": "PERSON", "ORG": "ORGANIZATION", "LOC": "LOCATION"}  # the model's type -> ours (MISC dropped)
+ENTITY_TYPES = (*PATTERN_TYPES, *NER_TYPES.values())
+# Where phone numbers in national format are looked for (ISO 3166 regions); numbers written with +CC are found
+# whatever the list. LMFORGE_PII_PHONE_REGIONS=US,GB,... overrides it; detect(phone_regions=...) per call.
+DEFAULT_PHONE_REGIONS = ("US", "CA", "GB", "IE", "DE", "FR", "ES", "IT", "NL", "IN", "AU", "JP", "BR", "MX", "ZA")
 
 
 @dataclass(frozen=True)
@@ -103,11 +113,6 @@ def ip_ok(s: str) -> bool:
     return True
 
 
-def nanp_ok(digits: str) -> bool:
-    """North American numbering plan: area code and exchange start with 2-9 (digits without the leading 1)."""
-    return len(digits) == 10 and digits[0] in "23456789" and digits[3] in "23456789"
-
-
 # ---------------------------------------------------------------- recognizers
 
 
@@ -161,12 +166,6 @@ RECOGNIZERS: list[Recognizer] = [
                                          rf"|{_B}\d{{4}}[ -]?\d{{6}}[ -]?\d{{4,5}}{_E}"),
                lambda s: card_ok(re.sub(r"\D", "", s))),
     Recognizer("US_SSN", re.compile(rf"{_B}\d{{3}}([- ])\d{{2}}\1\d{{4}}{_E}"), ssn_ok),
-    # +CC then 6-14 more digits in groups; or NANP numbers with separators / parentheses.
-    Recognizer("PHONE", re.compile(r"(?<![\w+])\+(?:\d[ .-]?){7,14}\d(?!\w|[.-]\d)|(?<![\w+])\+\d{1,3}[ .-]?\(\d{1,4}\)[ .-]?\d{2,4}[ .-]?\d{2,4}(?:[ .-]?\d{2,4})?(?![\w])"),
-               lambda s: 8 <= len(re.sub(r"\D", "", s)) <= 15),
-    Recognizer("PHONE", re.compile(
-        rf"(?:(?<![\w+.-])1[ .-]|{_B})(?:\(\d{{3}}\)[ ]?|\d{{3}}[.-])\d{{3}}[.-]\d{{4}}{_E}"),
-        lambda s: nanp_ok(re.sub(r"\D", "", s)[-10:])),
     Recognizer("IP_ADDRESS", re.compile(r"(?<![\w.:-])(?<!version )(?<!v)(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)"), ip_ok),
     Recognizer("IP_ADDRESS", re.compile(
         r"(?<![\w:.])(?=[0-9a-fA-F:]*:[0-9a-fA-F:]*:)[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}(?![\w:])"),
@@ -178,12 +177,86 @@ RECOGNIZERS: list[Recognizer] = [
 ]
 
 
-def detect(text: str, types: Iterable[str] | None = None) -> list[Entity]:
+def configured_phone_regions() -> tuple[str, ...]:
+    """The regions national-format phones are looked for in: $LMFORGE_PII_PHONE_REGIONS or the default list."""
+    env = os.environ.get("LMFORGE_PII_PHONE_REGIONS")
+    if not env:
+        return DEFAULT_PHONE_REGIONS
+    return tuple(r.strip().upper() for r in env.split(",") if r.strip())
+
+
+def check_regions(regions: Iterable[str]) -> tuple[str, ...]:
+    import phonenumbers
+
+    regions = tuple(r.upper() for r in regions)
+    bad = [r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS]
+    if bad:
+        raise ValueError(f"unknown phone regions: {', '.join(bad)}; use ISO 3166 codes such as US, GB, DE")
+    return regions
+
+
+# 3-2-4 digits is the SSN layout (a valid Spanish number read that way is no phone anyone writes); a number
+# right after "version", "ISBN", "order #", ... is that, not a phone (Presidio's recognizers use such context).
+_NOT_A_PHONE = re.compile(r"\d{3}-\d{2}-\d{4}")
+_NOT_A_PHONE_BEFORE = re.compile(r"(?i)(?:\bv|\bversion|\bisbn|\border|\bticket|\bcase|\bref|#)[ .:]*$")
+
+
+def _phones(text: str, regions: tuple[str, ...]) -> list[Entity]:
+    """Valid numbers (libphonenumber's VALID leniency: a real number plan, the right length) for any region,
+    written with a leading + or with separators, 7 to 15 digits (E.164's most); bare digit runs are left alone
+    (order numbers look the same)."""
+    import phonenumbers
+
+    if sum(ch.isdigit() for ch in text) < 7:  # no number we accept is shorter; skips most texts quickly
+        return []
+    spans: dict[tuple[int, int], str] = {}
+    for region in regions:
+        for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
+            raw = m.raw_string
+            if raw.isdigit() or not 7 <= sum(ch.isdigit() for ch in raw) <= 15 or _NOT_A_PHONE.fullmatch(raw) \
+                    or _NOT_A_PHONE_BEFORE.search(text, max(0, m.start - 12), m.start):
+                continue
+            spans[m.start, m.end] = raw
+    return [Entity("PHONE", a, b, raw) for (a, b), raw in spans.items()]
+
+
+def default_types() -> tuple[str, ...]:
+    """What `detect` looks for when not told: every type, the NER ones only when the model is available."""
+    from . import ner
+
+    return ENTITY_TYPES if ner.enabled() else PATTERN_TYPES
+
+
+def detect(text: str, types: Iterable[str] | None = None, *, phone_regions: Iterable[str] | None = None) -> list[Entity]:
     """All PII spans in `text`, sorted, without overlaps (the higher priority wins, then the longer span)."""
-    wanted = set(types) if types is not None else set(ENTITY_TYPES)
+    return detect_many([text], types, phone_regions=phone_regions)[0]
+
+
+def detect_many(texts: list[str], types: Iterable[str] | None = None, *,
+                phone_regions: Iterable[str] | None = None) -> list[list[Entity]]:
+    """`detect` for many texts at once: the NER model runs over them in batches."""
+    wanted = set(types) if types is not None else set(default_types())
     unknown = wanted - set(ENTITY_TYPES)
     if unknown:
         raise ValueError(f"unknown PII types: {', '.join(sorted(unknown))}; known: {', '.join(ENTITY_TYPES)}")
+    names = wanted & set(NER_TYPES.values())
+    tagged: list[list[Entity]] = [[] for _ in texts]
+    if names:
+        from . import ner
+
+        if not ner.enabled():
+            raise ValueError(f"{', '.join(sorted(names))} need the NER model, which is not available here "
+                             f"({'turned off by ' + ner.ENV_SWITCH if ner.shipped() else 'not installed'})")
+        todo = [i for i, t in enumerate(texts) if any(ch.isalpha() for ch in t)]
+        found = ner.load_tagger().tag([texts[i] for i in todo]) if todo else []
+        for i, ents in zip(todo, found):
+            tagged[i] = [Entity(NER_TYPES[e["type"]], e["start"], e["end"], e["text"]) for e in ents
+                         if NER_TYPES.get(e["type"]) in names]
+    regions = check_regions(phone_regions if phone_regions is not None else configured_phone_regions())
+    return [_select(text, wanted, regions, tagged[i]) for i, text in enumerate(texts)]
+
+
+def _select(text: str, wanted: set[str], regions: tuple[str, ...], named: list[Entity]) -> list[Entity]:
     found: list[tuple[Entity, int]] = []
     for rec in RECOGNIZERS:
         if rec.type not in wanted:
@@ -193,6 +266,10 @@ def detect(text: str, types: Iterable[str] | None = None) -> list[Entity]:
             value = text[start:end]
             if start < end and rec.validate(value) and rec.validate_match(m):
                 found.append((Entity(rec.type, start, end, value), rec.priority))
+    if "PHONE" in wanted:
+        found += [(e, 0) for e in _phones(text, regions)]
+    # The model's spans lose every overlap with a pattern's: an email's user name, a street in an address.
+    found += [(e, -1) for e in named]
     # Greedy selection: priority first (a URL's password beats the email-shaped "password@host"), then the
     # longer span; keep spans that overlap nothing kept.
     found.sort(key=lambda ep: (-ep[1], -(ep[0].end - ep[0].start), ep[0].start))
@@ -213,29 +290,38 @@ class Redaction:
         return Counter(e.type for e in self.entities)
 
 
-def redact(text: str, types: Iterable[str] | None = None, *, style: str = "type", key: bytes | None = None) -> Redaction:
+def redact(text: str, types: Iterable[str] | None = None, *, style: str = "type", key: bytes | None = None,
+           phone_regions: Iterable[str] | None = None) -> Redaction:
     """Replace every PII span; the bytes outside the spans are unchanged.
 
     style "type" writes `[EMAIL]`, "mask" writes `*` for every character, "hash" writes `[EMAIL:1a2b3c4d]`,
     a keyed digest (HMAC-SHA256 with `key`) so equal values stay linkable without being readable."""
+    return redact_many([text], types, style=style, key=key, phone_regions=phone_regions)[0]
+
+
+def redact_many(texts: list[str], types: Iterable[str] | None = None, *, style: str = "type",
+                key: bytes | None = None, phone_regions: Iterable[str] | None = None) -> list[Redaction]:
+    """`redact` for many texts at once (the NER model runs over them in batches)."""
     if style not in ("type", "mask", "hash"):
         raise ValueError("style must be type, mask or hash")
     if style == "hash" and not key:
         raise ValueError("style 'hash' needs a secret key")
-    entities = detect(text, types)
-    parts, pos = [], 0
-    for e in entities:
-        parts.append(text[pos:e.start])
-        if style == "type":
-            parts.append(f"[{e.type}]")
-        elif style == "mask":
-            parts.append("*" * (e.end - e.start))
-        else:
-            digest = hmac.new(key, e.text.encode(), hashlib.sha256).hexdigest()[:8]
-            parts.append(f"[{e.type}:{digest}]")
-        pos = e.end
-    parts.append(text[pos:])
-    return Redaction("".join(parts), entities)
+    out = []
+    for text, entities in zip(texts, detect_many(texts, types, phone_regions=phone_regions)):
+        parts, pos = [], 0
+        for e in entities:
+            parts.append(text[pos:e.start])
+            if style == "type":
+                parts.append(f"[{e.type}]")
+            elif style == "mask":
+                parts.append("*" * (e.end - e.start))
+            else:
+                digest = hmac.new(key, e.text.encode(), hashlib.sha256).hexdigest()[:8]
+                parts.append(f"[{e.type}:{digest}]")
+            pos = e.end
+        parts.append(text[pos:])
+        out.append(Redaction("".join(parts), entities))
+    return out
 
 
 def redact_text(text: str) -> str:
@@ -260,29 +346,47 @@ class ScrubReport:
                 "entities": dict(sorted(self.counts.items())), "total": sum(self.counts.values())}
 
 
-def scrub_lines(lines: Iterable[str], report: ScrubReport, types: Iterable[str] | None = None) -> Iterable[str]:
-    """Redact line by line (line endings are kept), counting into `report`."""
+def scrub_lines(lines: Iterable[str], report: ScrubReport, types: Iterable[str] | None = None, *,
+                phone_regions: Iterable[str] | None = None, batch: int = 64) -> Iterable[str]:
+    """Redact line by line (line endings are kept), counting into `report`; lines go to the detector in
+    batches of `batch` (the NER model's batch)."""
     types = list(types) if types is not None else None
+    chunk: list[str] = []
+
+    def flush():
+        for r in redact_many(chunk, types, phone_regions=phone_regions):
+            report.lines += 1
+            if r.entities:
+                report.lines_changed += 1
+                report.counts.update(r.counts)
+            yield r.text
+        chunk.clear()
+
     for line in lines:
-        r = redact(line, types)
-        report.lines += 1
-        if r.entities:
-            report.lines_changed += 1
-            report.counts.update(r.counts)
-        yield r.text
+        chunk.append(line)
+        if len(chunk) >= batch:
+            yield from flush()
+    if chunk:
+        yield from flush()
 
 
 def scrub_file(src, dst, types: Iterable[str] | None = None, report: ScrubReport | None = None,
-               progress: Callable[[int], None] | None = None) -> ScrubReport:
-    """Redact a UTF-8 text file into `dst` (line endings preserved); `progress(n_bytes)` after each line."""
+               progress: Callable[[int], None] | None = None, *,
+               phone_regions: Iterable[str] | None = None) -> ScrubReport:
+    """Redact a UTF-8 text file into `dst` (line endings preserved); `progress(n_bytes)` after each batch."""
     report = report or ScrubReport()
     with open(src, encoding="utf-8", newline="") as fin, open(dst, "w", encoding="utf-8", newline="") as fout:
-        for line in fin:
-            fout.write(next(iter(scrub_lines([line], report, types))))
-            if progress:
-                progress(len(line.encode("utf-8")))
+        for out in scrub_lines(_counted(fin, progress), report, types, phone_regions=phone_regions):
+            fout.write(out)
     report.files += 1
     return report
+
+
+def _counted(lines, progress):
+    for line in lines:
+        yield line
+        if progress:
+            progress(len(line.encode("utf-8")))
 
 
 class RedactingFilter(logging.Filter):

@@ -26,6 +26,7 @@ ContextCol = Annotated[Optional[str], Opt(help="Column with the context passage 
 AnswerCol = Annotated[Optional[str], Opt(help="Column with the answer, which must occur in the context (qa).")]
 AnswerStartCol = Annotated[Optional[str], Opt(help="Column with the answer's character offset (qa, optional).")]
 TargetCol = Annotated[Optional[str], Opt(help="Column with the summary or the translation.")]
+EntitiesCol = Annotated[Optional[str], Opt(help="JSONL field with the entity spans (ner): [{start, end, label}].")]
 MaxLen = Annotated[int, Opt(help="Input tokens per example (longer inputs are cut; QA contexts become windows).")]
 Threads = Annotated[Optional[int], Opt(help="CPU threads for torch (default: torch's choice).")]
 
@@ -35,22 +36,22 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(1)
 
 
-def _columns(task: str, text, pair, label, question, context, answer, answer_start, target) -> dict:
+def _columns(task: str, text, pair, label, question, context, answer, answer_start, target, entities=None) -> dict:
     from .registry import get_task
 
     kind = get_task(task).kind
     text_field = {"summarization": "document", "translation": "source"}.get(kind, "text")
     target_field = "summary" if kind == "summarization" else "target"
     cols = {text_field: text, "text_pair": pair, "label": label, "question": question, "context": context,
-            "answer": answer, "answer_start": answer_start, target_field: target}
+            "answer": answer, "answer_start": answer_start, target_field: target, "entities": entities}
     return {k: v for k, v in cols.items() if v is not None}
 
 
 def finetune_cmd(
     model: Model,
     task: Annotated[str, Opt(help="A benchmark (sst2, ag_news, sms_spam, rte, mrpc, squad, scitldr, multi30k, "
-                                  "tinyshakespeare, gutenberg) or, with --train, classification / qa / "
-                                  "summarization / translation / generation.")],
+                                  "tinyshakespeare, gutenberg, conll2003) or, with --train, classification / qa / "
+                                  "summarization / translation / generation / ner.")],
     out: Annotated[Path, Opt(help="Folder for the fine-tuned model.")],
     train: Annotated[Optional[Path], Opt(help="Your training file: CSV, TSV or JSONL (.txt for generation), or a "
                                               "Hugging Face dataset: hf:OWNER/NAME, hf:OWNER/NAME:CONFIG, "
@@ -65,8 +66,10 @@ def finetune_cmd(
     answer_column: AnswerCol = None,
     answer_start_column: AnswerStartCol = None,
     target_column: TargetCol = None,
+    entities_column: EntitiesCol = None,
     data_dir: DataDir = None,
-    mode: Annotated[Optional[str], Opt(help="classify, span, text2text, prompt or causal (default: the family's).")] = None,
+    mode: Annotated[Optional[str], Opt(help="classify, span, text2text, prompt, causal or tag (default: the "
+                                            "family's).")] = None,
     epochs: Annotated[float, Opt(help="Passes over the training data.")] = 1.0,
     max_steps: Annotated[Optional[int], Opt(help="Stop after this many steps (overrides --epochs).")] = None,
     batch_size: Annotated[int, Opt(help="Examples per step.")] = 16,
@@ -76,6 +79,8 @@ def finetune_cmd(
     max_train_examples: Annotated[Optional[int], Opt(help="Use a random subset of the training data.")] = None,
     max_eval_examples: Annotated[Optional[int], Opt(help="Evaluate on a random subset.")] = None,
     freeze_embeddings: Annotated[bool, Opt(help="Keep the word embeddings fixed (a faster step on CPU).")] = False,
+    freeze_layers: Annotated[int, Opt(help="Keep the embeddings and the lowest N layers fixed.")] = 0,
+    tag_scheme: Annotated[str, Opt(help="ner: the tags the model learns, iob2 or bioes.")] = "iob2",
     seed: Annotated[int, Opt(help="Random seed.")] = 0,
     evaluate: Annotated[bool, Opt("--eval/--no-eval", help="Evaluate on the validation split afterwards.")] = True,
     save_every: Annotated[int, Opt(help="Steps between checkpoints in OUT/checkpoint.pt (0: none); deleted when "
@@ -92,13 +97,13 @@ def finetune_cmd(
         torch.set_num_threads(threads)
     try:
         columns = _columns(task, text_column, text_pair_column, label_column, question_column, context_column,
-                           answer_column, answer_start_column, target_column)
+                           answer_column, answer_start_column, target_column, entities_column)
         args = FinetuneArgs(model=model, task=task, out=out, train=train, validation=validation, columns=columns,
                             data_dir=data_dir, mode=mode, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                             lr=lr, max_length=max_length, target_max_length=target_max_length,
                             max_train_examples=max_train_examples, max_eval_examples=max_eval_examples, seed=seed,
-                            freeze_embeddings=freeze_embeddings, evaluate=evaluate, save_every=save_every,
-                            resume=resume)
+                            freeze_embeddings=freeze_embeddings, freeze_layers=freeze_layers,
+                            tag_scheme=tag_scheme, evaluate=evaluate, save_every=save_every, resume=resume)
         with Progress(TextColumn("fine-tuning"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                       TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as bar:
@@ -140,6 +145,7 @@ def eval_cmd(
     answer_column: AnswerCol = None,
     answer_start_column: AnswerStartCol = None,
     target_column: TargetCol = None,
+    entities_column: EntitiesCol = None,
     data_dir: DataDir = None,
     max_examples: Annotated[Optional[int], Opt(help="Evaluate on a random subset of this many examples.")] = None,
     max_length: Annotated[Optional[int], Opt(help="Input tokens (default: as fine-tuned, else 256).")] = None,
@@ -163,7 +169,7 @@ def eval_cmd(
         labels = p.task.label_names()
         if data is not None:
             columns = _columns(spec.name, text_column, text_pair_column, label_column, question_column,
-                               context_column, answer_column, answer_start_column, target_column)
+                               context_column, answer_column, answer_start_column, target_column, entities_column)
             from .hub_data import local_file
             from .readers import read_user_file
 

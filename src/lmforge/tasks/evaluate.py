@@ -45,6 +45,8 @@ def evaluate(p: Predictor, examples: list[dict], split: str = "validation") -> E
     if "perplexity" in spec.metrics:
         raise ModelError(f"{spec.name} is scored by perplexity, which needs a gpt2 language model")
     preds = p.predict(examples)
+    if spec.kind == "ner":
+        return _entities(p, examples, preds, split, t0)
     if spec.kind == "classification":
         got, refs = [x["label"] for x in preds], [ex["label"] for ex in examples]
     elif spec.kind == "qa":
@@ -58,6 +60,20 @@ def evaluate(p: Predictor, examples: list[dict], split: str = "validation") -> E
         records.append({**shown, "prediction": pred.get("label", pred.get("text")), "reference": ref,
                         **({"score": pred["score"]} if pred.get("score") is not None else {})})
     return EvalResult(spec.name, split, len(examples), metrics, time.perf_counter() - t0, records)
+
+
+def _entities(p: Predictor, examples, preds, split, t0) -> EvalResult:
+    """Entity-level P/R/F1 by seqeval (strict) in the model's scheme; both sides converted to it."""
+    from ..evaluation.metrics import entity_scores
+    from .tagging import convert
+
+    scheme = p.tag_scheme
+    got = [convert(x["tags"], scheme) for x in preds]
+    refs = [convert(ex["tags"], scheme) for ex in examples]
+    metrics = entity_scores(got, refs, scheme)
+    records = [{"text": ex["text"], "where": ex.get("where"), "prediction": x["entities"],
+                "reference": ex["entities"]} for ex, x in zip(examples, preds)]
+    return EvalResult(p.task.name, split, len(examples), metrics, time.perf_counter() - t0, records)
 
 
 @torch.no_grad()

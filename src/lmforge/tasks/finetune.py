@@ -33,7 +33,11 @@ log = logging.getLogger(__name__)
 
 _WORD_EMBEDDINGS = {"bert": "embeddings.word", "roberta": "embeddings.word", "gpt2": "transformer.wte",
                     "xlnet": "transformer.word_embedding", "t5": "shared"}
-DEFAULT_LR = {"classify": 5e-5, "span": 5e-5, "text2text": 3e-4, "prompt": 5e-5, "causal": 5e-5}
+DEFAULT_LR = {"classify": 5e-5, "span": 5e-5, "text2text": 3e-4, "prompt": 5e-5, "causal": 5e-5, "tag": 5e-5}
+# (the layer list, what lies below it) per family, for --freeze-layers
+_LAYERS = {"bert": ("layers", ("embeddings",)), "roberta": ("layers", ("embeddings",)),
+           "xlnet": ("transformer.layer", ("transformer.word_embedding", "transformer.mask_emb")),
+           "gpt2": ("transformer.h", ("transformer.wte", "transformer.wpe")), "t5": ("encoder.block", ("shared",))}
 
 
 @dataclass
@@ -41,8 +45,8 @@ class FinetuneArgs:
     model: str
     """A model folder, a packaged model name or a Hub id."""
     task: str
-    """A registry task (sst2, ag_news, sms_spam, rte, mrpc, squad, scitldr, multi30k, tinyshakespeare, gutenberg)
-    or, for your own files, a kind: classification, qa, summarization, translation, generation."""
+    """A registry task (sst2, ag_news, sms_spam, rte, mrpc, squad, scitldr, multi30k, tinyshakespeare, gutenberg,
+    conll2003) or, for your own files, a kind: classification, qa, summarization, translation, generation, ner."""
     out: Path
     """Folder for the fine-tuned model, its tokenizer and lmforge_task.json."""
     train: Path | None = None
@@ -51,7 +55,7 @@ class FinetuneArgs:
     """Your validation file; default: the task's validation split when it has one."""
     columns: dict[str, str | None] = field(default_factory=dict)
     """Field -> column in your files (text, text_pair, label, question, context, answer, answer_start,
-    document, summary, source, target)."""
+    document, summary, source, target, entities)."""
     data_dir: Path | None = None
     """Where the benchmarks' local copies live (default: $LMFORGE_DATA_DIR, then ../shared/data)."""
     mode: str | None = None
@@ -74,6 +78,11 @@ class FinetuneArgs:
     max_eval_examples: int | None = None
     freeze_embeddings: bool = False
     """Keep the word embeddings fixed: a faster step on CPU (no gradient for the largest matrix)."""
+    freeze_layers: int = 0
+    """Keep the embeddings and the lowest N layers fixed (cheaper steps; a fine-tuned model that differs from
+    its base only above them, which `lmforge.tasks.delta` can ship as a small difference)."""
+    tag_scheme: str = "iob2"
+    """ner: the tags the model learns, iob2 (B-, I-) or bioes (B-, I-, E-, S-); any input scheme is converted."""
     seed: int = 0
     evaluate: bool = True
     """Evaluate on the validation split after training."""
@@ -108,7 +117,18 @@ def finetune(args: FinetuneArgs, progress: Callable[[int, int, float], None] | N
     train = load_examples(spec, "train", args.train, args.columns, args.data_dir)
     train = _limit(train, args.max_train_examples, args.seed)
     labels = None
-    if spec.kind == "classification":
+    if spec.kind == "ner":
+        from .tagging import SCHEMES, tag_names
+
+        if args.tag_scheme not in SCHEMES:
+            raise ModelError(f"--tag-scheme must be one of {', '.join(SCHEMES)}, not {args.tag_scheme!r}")
+        types = spec.label_names() or infer_types(train)
+        if not types:
+            raise ModelError("the training data has no entities; a tagger needs at least one entity type")
+        if spec.labels is None:
+            spec = spec.model_copy(update={"labels": {t: t for t in types}})
+        labels = tag_names(types, args.tag_scheme)
+    elif spec.kind == "classification":
         labels = spec.label_names() or infer_labels(train)
         if len(labels) < 2:
             raise ModelError(f"the training data has only one label ({labels[0]!r}); a classifier needs two or more")
@@ -116,7 +136,8 @@ def finetune(args: FinetuneArgs, progress: Callable[[int, int, float], None] | N
             spec = spec.model_copy(update={"labels": {name: name for name in labels}})
     validation = None
     if args.evaluate:
-        validation = load_validation(spec, args.validation, args.columns, args.data_dir, labels)
+        closed = spec.label_names() if spec.kind == "ner" else labels
+        validation = load_validation(spec, args.validation, args.columns, args.data_dir, closed)
 
     torch.manual_seed(args.seed)  # the new head's initial weights, dropout and anything else random: the seed's
     random.seed(args.seed)
@@ -126,6 +147,8 @@ def finetune(args: FinetuneArgs, progress: Callable[[int, int, float], None] | N
     items, collate = training_items(predictor, train)
     if args.freeze_embeddings:
         model.get_submodule(_WORD_EMBEDDINGS[model.family]).weight.requires_grad_(False)
+    if args.freeze_layers:
+        freeze_bottom(model, args.freeze_layers)
     t0 = time.perf_counter()
     steps, loss = train_loop(
         model, items, collate, epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
@@ -179,6 +202,27 @@ def infer_labels(examples: list[dict]) -> list[str]:
     return sorted(found, key=key)
 
 
+def infer_types(examples: list[dict]) -> list[str]:
+    """The entity types of tagged training data, most frequent first (ties by name)."""
+    from collections import Counter
+
+    counts = Counter(e["type"] for ex in examples for e in ex["entities"])
+    return sorted(counts, key=lambda t: (-counts[t], t))
+
+
+def freeze_bottom(model, n: int) -> None:
+    """No gradients for the embeddings and the lowest `n` layers of the backbone."""
+    layers_name, below = _LAYERS[model.family]
+    layers = model.get_submodule(layers_name)
+    if not 0 < n <= len(layers):
+        raise ModelError(f"--freeze-layers {n}: the model has {len(layers)} layers")
+    for name, p in model.named_parameters():
+        if any(name == b or name.startswith(b + ".") for b in below):
+            p.requires_grad_(False)
+    for layer in list(layers)[:n]:
+        layer.requires_grad_(False)
+
+
 def _limit(examples, n, seed):
     if n is None or n >= len(examples):
         return examples
@@ -203,7 +247,7 @@ def prepare_model(path, head: str, labels: list[str] | None):
     model, tok = load(path, task=head)
     if tok is None:
         raise ModelError(f"{path} has no tokenizer files; fine-tuning needs the model's tokenizer")
-    if head == "classification" and labels is not None:
+    if head in ("classification", "token_classification") and labels is not None:
         want = dict(enumerate(labels))
         if model.config.id2label != want:
             model = with_labels(model, want)
@@ -236,6 +280,12 @@ def training_items(p: Predictor, examples: list[dict]) -> tuple[list, Callable]:
         items = [{"text": ex["text"], "text_pair": ex.get("text_pair"), "label_id": index[ex["label"]]}
                  for ex in examples]
         return items, fm.ClassifyCollator(tok, p.max_length)
+    if mode == "tag":
+        from .tagging import features
+
+        index = {name: i for i, name in p.model.config.id2label.items()}
+        feats = features(tok, examples, p.max_length, index, p.tag_scheme)
+        return feats, fm.TagCollator(tok, fm.with_types(tok))
     if mode == "span":
         feats = fm.span_features(tok, examples, p.max_length, p.stride, train=True)
         if not feats:
@@ -373,7 +423,7 @@ def _batches(items: list, batch_size: int, g: torch.Generator, pool: int = 50) -
 
 
 def _length(item) -> int:
-    if isinstance(item, fm.SpanFeature):
+    if not isinstance(item, dict):  # SpanFeature, TagFeature
         return len(item.input_ids)
     if "input_ids" in item:
         return len(item["input_ids"])

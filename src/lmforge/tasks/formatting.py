@@ -7,6 +7,7 @@ Modes (the issue's "any family on any task where it makes sense"):
     text2text  T5 on everything: `sst2 sentence: …` -> `positive`, `question: … context: …` -> the answer
     prompt     GPT-2 reads the input and a cue (`TL;DR:`) and continues with the target; loss on the target only
     causal     GPT-2 language modelling on running text (open generation)
+    tag        a tag per word (named entities) for BERT, RoBERTa, XLNet: tagging.py aligns words and pieces
 """
 from __future__ import annotations
 
@@ -28,16 +29,22 @@ MODES["classification", "t5"] = ("text2text", "classify")  # T5ForSequenceClassi
 for _k in ("summarization", "translation"):
     MODES[_k, "gpt2"] = ("prompt",)
 MODES["generation", "gpt2"] = ("causal",)
-HEAD = {"classify": "classification", "span": "qa", "text2text": "lm", "prompt": "lm", "causal": "lm"}
+for _f in ENCODERS:
+    MODES["ner", _f] = ("tag",)
+HEAD = {"classify": "classification", "span": "qa", "text2text": "lm", "prompt": "lm", "causal": "lm",
+        "tag": "token_classification"}
 VERB = {"classification": "classify text", "qa": "answer questions", "summarization": "summarise",
-        "translation": "translate", "generation": "generate text"}
+        "translation": "translate", "generation": "generate text", "ner": "tag named entities"}
 
 
 def choose_mode(family: str, kind: str, mode: str | None = None) -> str:
     """The mode for a family on a kind of task, or a ModelError saying why the combination does not work."""
     allowed = MODES.get((kind, family))
     if allowed is None:
-        if family in ("bert", "roberta"):
+        if kind == "ner":
+            why = (f"lmforge tags named entities with a token-classification head over an encoder (bert, roberta, "
+                   f"xlnet); {family} has none")
+        elif family in ("bert", "roberta"):
             why = f"{family} is an encoder-only model and cannot {VERB[kind]}; use t5 or gpt2"
         elif family == "xlnet":
             why = (f"lmforge fine-tunes xlnet for classification and qa only; to {VERB[kind]} use t5 or gpt2")
@@ -170,6 +177,27 @@ def best_span(logits: torch.Tensor, feature: SpanFeature, max_answer_tokens: int
     scores = scores.masked_fill(~valid, float("-inf"))
     flat = int(scores.argmax())
     return float(scores.view(-1)[flat]), flat // T, flat % T
+
+
+# ------------------------------------------------------------------ tagging
+
+
+@dataclass
+class TagCollator:
+    """Word-piece features (tagging.TagFeature) -> a batch; right padding for every family (each position is
+    scored and pads are masked), labels -100 on the padding."""
+
+    tokenizer: object
+    with_types: bool
+
+    def __call__(self, feats) -> dict[str, torch.Tensor]:
+        batch = {"input_ids": pad([f.input_ids for f in feats], pad_id(self.tokenizer)),
+                 "attention_mask": pad([[1] * len(f.input_ids) for f in feats], 0)}
+        if self.with_types:
+            batch["token_type_ids"] = pad([f.type_ids for f in feats], 0)
+        if feats[0].labels is not None:
+            batch["labels"] = pad([f.labels for f in feats], -100)
+        return batch
 
 
 # ------------------------------------------------------------------ text-to-text and prompts

@@ -4,6 +4,7 @@
     p.classify(["a gripping film", "dull"])        -> [{"label": "positive", "score": 0.97}, …]
     p.answer("Who wrote it?", "It was written by Ann.") -> {"text": "Ann", "score": …, "start": 18}
     p.summarize([...]); p.translate([...])
+    p.tag("Ann Lee flew to Paris.")  -> [{"type": "PER", "start": 0, "end": 7, "text": "Ann Lee", "score": …}, …]
 
 Everything runs in batches of `batch_size`: encoder heads in one forward pass per batch, text-to-text (T5)
 and prompt (GPT-2) outputs decoded greedily together by `lmforge.generate.Batcher`.
@@ -84,6 +85,24 @@ class Predictor:
         out = self.predict([{"question": q, "context": c} for q, c in zip(qs, cs)])
         return out[0] if single else out
 
+    @property
+    def tag_scheme(self) -> str:
+        """ner: the scheme of the model's tags (iob2 or bioes), read from its label names."""
+        from .tagging import scheme_of
+
+        return scheme_of(self.model.config.id2label.values())
+
+    def tag(self, texts):
+        """Named entities of raw text with character offsets: one list of {"type", "start", "end", "text",
+        "score"} per text (score: the lowest word-tag probability inside the entity). Takes a text or a list."""
+        from .tagging import words_of
+
+        self._need("ner")
+        single = isinstance(texts, str)
+        examples = [{"text": t, "offsets": words_of(t)} for t in _as_list(texts)]
+        out = [p["entities"] for p in self.predict(examples)]
+        return out[0] if single else out
+
     def summarize(self, texts):
         self._need("summarization")
         single = isinstance(texts, str)
@@ -106,6 +125,8 @@ class Predictor:
             return self._classify(examples)
         if self.mode == "span":
             return self._span(examples)
+        if self.mode == "tag":
+            return self._tag(examples)
         if self.mode in ("text2text", "prompt"):
             texts = self._generate(examples)
             if self.task.kind == "classification":
@@ -144,6 +165,27 @@ class Predictor:
             # Byte-level BPE (GPT-2, RoBERTa) counts a word's leading space into its token's offsets.
             span = ex["context"][a:b]
             out.append({"text": span.strip(), "score": score, "start": a + len(span) - len(span.lstrip())})
+        return out
+
+    def _tag(self, examples):
+        """{"tags" (IOB2, one per word), "entities"} per example ({"text", "offsets"} of its words)."""
+        from . import tagging
+
+        feats = tagging.features(self.tokenizer, examples, self.max_length)
+        collate = fm.TagCollator(self.tokenizer, fm.with_types(self.tokenizer))
+        order = sorted(range(len(feats)), key=lambda i: -len(feats[i].input_ids))
+        per_example: dict[int, list] = {}
+        id2label = self.model.config.id2label
+        for i in range(0, len(order), self.batch_size):
+            chunk = [feats[j] for j in order[i:i + self.batch_size]]
+            logits = self.model(**_to(collate(chunk), self.model.device)).logits.cpu()  # (B, T, C)
+            for f, lg in zip(chunk, logits):
+                per_example.setdefault(f.example, []).append((f, lg[:len(f.input_ids)]))
+        out = []
+        for i, ex in enumerate(examples):
+            tags, scores = tagging.decode(per_example.get(i, []), len(ex["offsets"]), id2label)
+            tags = tagging.convert(tags, "iob2")  # lenient decoding: every sequence valid
+            out.append({"tags": tags, "entities": tagging.entities(ex["text"], ex["offsets"], tags, scores)})
         return out
 
     def _generate(self, examples: list[dict]) -> list[str]:

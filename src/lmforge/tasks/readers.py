@@ -28,6 +28,7 @@ DEFAULT_COLUMNS = {
     "summarization": {"document": "text", "summary": "target"},
     "translation": {"source": "source", "target": "target"},
     "generation": {"text": "text"},
+    "ner": {"text": "text", "entities": "entities"},
 }
 OPTIONAL = {"text_pair", "answer_start"}
 ENV_DATA_DIR = "LMFORGE_DATA_DIR"
@@ -110,6 +111,8 @@ def _read_files(spec: TaskSpec, folder: Path, files) -> list[dict]:
         return read_squad(folder / files)
     if fmt == "parallel":
         return read_parallel(folder / files[0], folder / files[1])
+    if fmt == "conll":
+        return read_conll(folder / files)
     if fmt == "text":
         paths = [folder / f for f in ([files] if isinstance(files, str) else files)]
         texts = [_read_text(p, spec.data.strip_gutenberg) for p in paths]
@@ -136,6 +139,13 @@ def read_user_file(path, spec: TaskSpec, columns: dict[str, str | None] | None =
         if not text.strip():
             raise ModelError(f"{path} is empty")
         return [{"text": text, "where": str(path)}]
+    if spec.kind == "ner":
+        if suffix in (".jsonl", ".json"):
+            return read_entity_jsonl(path, mapping, types=labels)
+        if suffix in CONLL_SUFFIXES:
+            return read_conll(path, types=labels)
+        raise ModelError(f"{path}: unsupported file type {suffix or '(none)'} for ner; use CoNLL columns "
+                         f"({', '.join(CONLL_SUFFIXES)}) or .jsonl with character spans")
     fmt = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}.get(suffix)
     if fmt is None:
         raise ModelError(f"{path}: unsupported file type {suffix or '(none)'}; use .csv, .tsv or .jsonl")
@@ -316,6 +326,138 @@ def _qa_answer(ex: dict, where: str, fields: dict[str, str]) -> dict:
             raise ModelError(f"{where}, field {fields['answer']!r}: the answer {answer!r} does not occur in the "
                              f"context")
     return {"answers": [{"text": answer, "start": start}]}
+
+
+# ------------------------------------------------------------------ named entities
+
+CONLL_SUFFIXES = (".conll", ".txt", ".iob", ".bio", ".tsv")
+
+
+def ner_example(text: str, offsets: list[tuple[int, int]], tags: list[str], where: str) -> dict:
+    """An ner example: the text, its words' character spans, their tags in IOB2 and the entity spans."""
+    from .tagging import entities
+
+    return {"text": text, "offsets": offsets, "tags": tags, "entities": entities(text, offsets, tags),
+            "where": where}
+
+
+def read_conll(path, types: list[str] | None = None) -> list[dict]:
+    """CoNLL column files (CoNLL-2003's `word POS chunk NER`, or just `word tag`): one word per line, the word
+    first and its tag last, a blank line between sentences, `-DOCSTART-` lines skipped. Tags in IOB1, IOB2 or
+    BIOES are read as IOB2 through their entity spans (tagging.convert; on IOB1 that is CoNLL's rule: I-X after
+    O or another type starts an entity). `types`, when given, is the closed set of entity types (the training data's, when reading validation files)."""
+    from .tagging import convert, split_tag
+
+    path = Path(path)
+    examples: list[dict] = []
+    words: list[str] = []
+    tags: list[str] = []
+    first = 0
+
+    def flush():
+        if not words:
+            return
+        offsets, pos = [], 0
+        for w in words:
+            offsets.append((pos, pos + len(w)))
+            pos += len(w) + 1
+        examples.append(ner_example(" ".join(words), offsets, convert(tags, "iob2"),
+                                    f"{path}, line {first}"))
+        words.clear()
+        tags.clear()
+
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise ModelError(f"{path} is not UTF-8 text") from None
+    for n, line in enumerate(lines, 1):
+        cols = line.split()
+        if not cols:
+            flush()
+            continue
+        if cols[0] == "-DOCSTART-":
+            flush()
+            continue
+        if len(cols) < 2:
+            raise ModelError(f"{path}, line {n}: one column ({line.strip()!r}); a CoNLL line holds a word and its "
+                             "tag (and optionally columns between them)")
+        tag = cols[-1]
+        try:
+            _, typ = split_tag(tag)
+        except ValueError as e:
+            raise ModelError(f"{path}, line {n}, field 'tag': {e}") from None
+        if types is not None and typ is not None and typ not in types:
+            raise ModelError(f"{path}, line {n}, field 'tag': entity type {typ!r} did not occur in the training "
+                             f"data ({', '.join(types)})")
+        if not words:
+            first = n
+        words.append(cols[0])
+        tags.append(tag)
+    flush()
+    if not examples:
+        raise ModelError(f"{path} has no sentences (a CoNLL file holds one `word ... tag` line per word)")
+    return examples
+
+
+def read_entity_jsonl(path, mapping: dict, types: list[str] | None = None) -> list[dict]:
+    """JSON Lines with character spans: {"text": "...", "entities": [{"start": 0, "end": 5, "label": "PER"}]}
+    (or [start, end, label] triples, as doccano and spaCy export them). The text is split into words (also at
+    every span edge, so an entity always covers whole words) and tagged in IOB2."""
+    from .tagging import from_spans, words_of
+
+    text_col, ent_col = mapping["text"], mapping["entities"]
+    rows = _jsonl_rows(Path(path))
+    for col, flag in ((text_col, "--text-column"), (ent_col, "--entities-column")):
+        if col not in rows.columns:
+            raise ModelError(f"{path}: no column {col!r} (the {'text' if col == text_col else 'entities'} "
+                             f"column, {flag}); the file has: {', '.join(rows.columns) or 'no columns'}")
+    examples = []
+    for line, row in rows:
+        where = f"{path}, line {line}"
+        text = row.get(text_col)
+        if not isinstance(text, str) or not text.strip():
+            raise ModelError(f"{where}, field {text_col!r}: empty text")
+        raw = row.get(ent_col) or []
+        if not isinstance(raw, list):
+            raise ModelError(f"{where}, field {ent_col!r}: expected a list of entities")
+        ents = []
+        for k, e in enumerate(raw):
+            try:
+                if isinstance(e, dict):
+                    s, t, typ = int(e["start"]), int(e["end"]), str(e.get("label", e.get("type")))
+                else:
+                    s, t, typ = int(e[0]), int(e[1]), str(e[2])
+            except (KeyError, IndexError, TypeError, ValueError):
+                raise ModelError(f"{where}, field {ent_col!r}[{k}]: an entity is {{\"start\", \"end\", \"label\"}} "
+                                 "or [start, end, label]") from None
+            if not 0 <= s < t <= len(text):
+                raise ModelError(f"{where}, field {ent_col!r}[{k}]: span {s}-{t} is outside the text "
+                                 f"({len(text)} characters)")
+            if typ in ("None", "") or "-" in typ or " " in typ:
+                raise ModelError(f"{where}, field {ent_col!r}[{k}]: label {typ!r} is not an entity type "
+                                 "(a word such as PER; no spaces or hyphens)")
+            if types is not None and typ not in types:
+                raise ModelError(f"{where}, field {ent_col!r}[{k}]: entity type {typ!r} did not occur in the "
+                                 f"training data ({', '.join(types)})")
+            if not text[s:t].strip():
+                raise ModelError(f"{where}, field {ent_col!r}[{k}]: span {s}-{t} covers only spaces")
+            ents.append((s, t, typ, k))
+        ents.sort()
+        for (s1, t1, _, k1), (s2, t2, _, k2) in zip(ents, ents[1:]):
+            if s2 < t1:
+                raise ModelError(f"{where}, field {ent_col!r}: entities {k1} ({s1}-{t1}) and {k2} ({s2}-{t2}) "
+                                 "overlap; a tagger needs non-overlapping spans")
+        offsets = words_of(text, {c for s, t, _, _ in ents for c in (s, t)})
+        word_spans = []
+        for s, t, typ, k in ents:
+            inside = [w for w, (a, b) in enumerate(offsets) if a >= s and b <= t]
+            if not inside:
+                raise ModelError(f"{where}, field {ent_col!r}[{k}]: span {s}-{t} holds no word")
+            word_spans.append((typ, inside[0], inside[-1] + 1))
+        examples.append(ner_example(text, offsets, from_spans(len(offsets), word_spans), where))
+    if not examples:
+        raise ModelError(f"{path} has no examples (only blank lines)")
+    return examples
 
 
 # ------------------------------------------------------------------ other formats

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..evaluation.metrics import METRICS
 from ..models import ModelError
 
-KINDS = ("classification", "qa", "summarization", "translation", "generation")
+KINDS = ("classification", "qa", "summarization", "translation", "generation", "ner")
 # The fields an example of each kind carries once read (see readers.py); templates may use only these.
 KIND_FIELDS = {
     "classification": ("text", "text_pair", "label"),
@@ -24,6 +24,7 @@ KIND_FIELDS = {
     "summarization": ("document", "summary"),
     "translation": ("source", "target"),
     "generation": ("text",),
+    "ner": ("text", "entities"),
 }
 # GPT-2 reads the T5-style input followed by a cue on a new line and continues with the target (the
 # "TL;DR:" cue is the GPT-2 paper's summarisation prompt, section 3.6).
@@ -37,12 +38,13 @@ class _Strict(BaseModel):
 
 class DataSpec(_Strict):
     folder: str
-    format: Literal["tsv", "csv", "jsonl", "squad", "parallel", "text"]
+    format: Literal["tsv", "csv", "jsonl", "squad", "parallel", "text", "conll"]
     header: bool = True
     columns: tuple[str, ...] | None = None
     splits: dict[str, str | tuple[str, ...]]
     holdout: float | None = Field(default=None, gt=0, lt=1)
     strip_gutenberg: bool = False
+    tag_scheme: Literal["iob1", "iob2", "bioes"] | None = None  # conll: the files' tags (read as IOB2)
 
     @model_validator(mode="after")
     def _check(self):
@@ -57,7 +59,7 @@ class DataSpec(_Strict):
 
 class TaskSpec(_Strict):
     name: str
-    kind: Literal["classification", "qa", "summarization", "translation", "generation"]
+    kind: Literal["classification", "qa", "summarization", "translation", "generation", "ner"]
     description: str = ""
     data: DataSpec | None = None  # None: the user's own files
     fields: dict[str, str] = {}
@@ -88,7 +90,7 @@ class TaskSpec(_Strict):
                 bad = [f for f in used if f not in allowed]
                 if bad:
                     raise ValueError(f"{name} uses {{{bad[0]}}}, not a {self.kind} field ({', '.join(allowed)})")
-        if self.kind != "generation" and self.input is None:
+        if self.kind not in ("generation", "ner") and self.input is None:
             raise ValueError(f"a {self.kind} task needs an 'input' template for text-to-text models")
         if self.positive_label is not None and self.labels is not None and self.positive_label not in self.labels.values():
             raise ValueError(f"positive_label {self.positive_label!r} is not one of the label names")
