@@ -7,7 +7,7 @@
 2. aggregate tokens/s of 16 concurrent streaming clients through the HTTP API (`lmforge serve` against
    `llama-cpp-python`'s OpenAI server, both driven by the official `openai` client);
 3. the quality cost of each setting: perplexity on held-out public-domain text (the end of Treasure Island
-   from ../shared/data, which none of these models is tuned on).
+   from ../shared/data), and how many of float32's greedy chat-answer tokens keep their argmax.
 
 Decode rate = (tokens - 1) / (time of the last token - time of the first), so prompt processing is left out
 for every engine alike; end of sequence is suppressed so that every run makes exactly --tokens tokens.
@@ -165,7 +165,10 @@ def single_stream(args, gguf_file: Path, q8_file: Path | None, ids: list[int]) -
         if "lmforge-none" in wanted:
             engines["lmforge-none"] = LmforgeEngine(model, tok, device)
         if "lmforge-int8" in wanted and device.type == "cpu":
-            engines["lmforge-int8"] = LmforgeEngine(quantize(copy.deepcopy(model), "int8"), tok, device)
+            from lmforge.models.quantize import calibration_text
+
+            int8 = quantize(copy.deepcopy(model), "int8", tok.encode(calibration_text()))
+            engines["lmforge-int8"] = LmforgeEngine(int8, tok, device)
         for name, dtype in (("transformers-fp32", torch.float32), ("transformers-bf16", torch.bfloat16)):
             if name in wanted:
                 engines[name] = TransformersEngine(gguf_file.parent, gguf_file.name, dtype, device)
@@ -186,18 +189,35 @@ def single_stream(args, gguf_file: Path, q8_file: Path | None, ids: list[int]) -
     return rows
 
 
-def perplexity(args, gguf_file: Path) -> list[dict]:
-    """Perplexity of each setting on the same held-out tokens, in windows of `--window` tokens."""
+QUESTIONS = ["What is the capital of France?", "Write a haiku about the sea.", "How many legs does a spider have?",
+             "Give me three tips for better sleep.", "What is 12 times 7?", "Explain what a CPU does in one sentence.",
+             "Translate 'good morning' into Spanish.", "Who was Albert Einstein?", "Name a primary colour.",
+             "What is photosynthesis?"]
+
+
+def quality(args, gguf_file: Path) -> list[dict]:
+    """Each setting against float32: perplexity on the same held-out tokens (windows of `--window`), and on
+    float32's own greedy answers to QUESTIONS the share of tokens whose argmax agrees and the mean KL."""
     if not HELD_OUT.is_file():
         print(f"  (skipped: {HELD_OUT} not found)")
         return []
+    from lmforge.generate import generate
+    from lmforge.models.quantize import calibration_text
+
     model, tok = lmforge.load(gguf_file)
     text = HELD_OUT.read_text(encoding="utf-8")
     ids = tok.encode(text[-200_000:], add_special_tokens=False)[-args.perplexity_tokens:]
     torch.set_num_threads(max(args.threads))
+    template = template_for(tok, model.family)
+    answers = []
+    for q in QUESTIONS:
+        prompt = template.render([{"role": "user", "content": q}])
+        answer = generate(model, tok, prompt, SamplingParams(max_tokens=40, temperature=0))[0].token_ids
+        answers.append(tok.encode(prompt) + answer[:-1])
+    reference = []
     rows = []
     for setting in ("none", "int8"):
-        m = quantize(copy.deepcopy(model), setting)
+        m = quantize(copy.deepcopy(model), setting, tok.encode(calibration_text()))
         nll, count = 0.0, 0
         with torch.no_grad():
             for start in range(0, len(ids) - 1, args.window):
@@ -205,8 +225,15 @@ def perplexity(args, gguf_file: Path) -> list[dict]:
                 logits = m(window[:, :-1]).logits.float()
                 nll += torch.nn.functional.cross_entropy(logits[0], window[0, 1:], reduction="sum").item()
                 count += window.shape[1] - 1
-        rows.append(dict(setting=setting, tokens=count, perplexity=float(torch.tensor(nll / count).exp())))
-        print(f"  lmforge {setting:5s} perplexity {rows[-1]['perplexity']:.3f} over {count} tokens", flush=True)
+            dists = [m(torch.tensor([a])).logits[0].float().log_softmax(-1) for a in answers]
+        reference = reference or dists
+        agree = sum((d.argmax(-1) == r.argmax(-1)).sum().item() for d, r in zip(dists, reference))
+        kl = sum((r.exp() * (r - d)).sum().item() for d, r in zip(dists, reference))
+        n = sum(len(a) for a in answers)
+        rows.append(dict(setting=setting, tokens=count, perplexity=float(torch.tensor(nll / count).exp()),
+                         agreement=agree / n, kl=kl / n))
+        print(f"  lmforge {setting:5s} perplexity {rows[-1]['perplexity']:.3f} over {count} tokens; greedy chat "
+              f"tokens agreeing with float32 {agree / n:.3f}, KL {kl / n:.4f} nats", flush=True)
     return rows
 
 
@@ -327,8 +354,8 @@ def main() -> None:
     print("single stream, greedy:")
     single_stream(args, gguf_file, q8_file, ids)
     if args.perplexity_tokens:
-        print("perplexity:")
-        perplexity(args, gguf_file)
+        print("quality:")
+        quality(args, gguf_file)
     if args.clients:
         print(f"HTTP, streaming, {max(args.threads)} threads:")
         http_load(args, gguf_file, q8_file, ids)

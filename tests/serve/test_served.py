@@ -27,3 +27,17 @@ def test_other_families_and_none_keep_float_weights():
 def test_int4_is_refused_with_the_reason():
     with pytest.raises(ModelError, match="int4"):
         load_served("demo-gpt2", quantization="int4")
+
+
+def test_a_model_that_cannot_load_is_left_out_and_the_others_served(tmp_path, caplog):
+    from lmforge.serve import Settings
+    from lmforge.serve.app import load_models
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 7)  # a header cut short
+    settings = Settings(home=tmp_path, models=["demo-gpt2", str(broken)], quantize="none")
+    served = load_models(settings)
+    assert [m.name for m in served] == ["demo-gpt2"]
+    assert "not serving" in caplog.text and "broken.gguf" in caplog.text
+    with pytest.raises(ModelError, match="no model could be loaded"):
+        load_models(Settings(home=tmp_path, models=[str(broken)]))

@@ -24,13 +24,26 @@ log = logging.getLogger(__name__)
 
 
 def load_models(settings: Settings) -> list[ServedModel]:
+    """The served models. One that cannot be loaded (a truncated file, an architecture lmforge lacks) is
+    reported in one line and left out, so the others are still served; none at all is an error."""
+    from ..models import ModelError
+
     names = settings.models
     if not names:
         from .demo_models import default_models
 
         names = default_models(settings.home)
     dtype = getattr(torch, settings.dtype)
-    return [load_served(name, settings.device, dtype, settings.quantize) for name in names]
+    served, failed = [], []
+    for name in names:
+        try:
+            served.append(load_served(name, settings.device, dtype, settings.quantize))
+        except (ModelError, OSError) as e:
+            log.error("not serving %s: %s", name, e)
+            failed.append(f"{name}: {e}")
+    if not served:
+        raise ModelError(f"no model could be loaded ({'; '.join(failed)})")
+    return served
 
 
 def create_app(settings: Settings | None = None, models: list[ServedModel] | None = None) -> FastAPI:
