@@ -71,6 +71,10 @@ def load_chat_templates(path: Path = CHAT_TEMPLATES) -> ChatTemplates:
 # --------------------------------------------------------------------------------------------- engine
 
 
+class GenerationError(RuntimeError):
+    """This request's generation failed (its batch-mates carry on); the message is safe to show."""
+
+
 @dataclass
 class _Submission:
     id: str
@@ -138,7 +142,7 @@ class Engine:
                 log.exception("decoding step failed for %s", self.name)
                 for sub in list(self._running.values()):
                     self.batcher.abort(sub.id)
-                    self._send(sub, RuntimeError(f"generation failed: {type(e).__name__}"))
+                    self._send(sub, GenerationError(f"generation failed: {type(e).__name__}"))
                 self._running.clear()
                 continue
             if self.metrics:
@@ -147,7 +151,7 @@ class Engine:
                 sub = self._running.get(out.request_id)
                 if sub is None:
                     continue
-                self._send(sub, out)
+                self._send(sub, GenerationError(out.error) if out.error else out)  # that request only
                 if out.finished:
                     del self._running[out.request_id]
             self._gauges()
