@@ -50,38 +50,10 @@ class AppState:
 def _sampling(req: p.SamplingFields, served: ServedModel, prompt_len: int, prompt_param: str,
               max_tokens: int | None, logprobs: int | None, extra_stop: list[str] = (),
               processors: tuple = ()) -> SamplingParams:
-    ctx = served.context_length
-    if prompt_len >= ctx:
-        raise APIError(400, f"This model's maximum context length is {ctx} tokens, but the prompt has {prompt_len} "
-                            "tokens. Shorten the prompt.", param=prompt_param, code="context_length_exceeded")
-    if max_tokens is None:
-        max_tokens = ctx - prompt_len
-    elif prompt_len + max_tokens > ctx:
-        raise APIError(400, f"This model's maximum context length is {ctx} tokens, but you requested "
-                            f"{prompt_len + max_tokens} tokens ({prompt_len} in the prompt, {max_tokens} for the "
-                            "completion). Reduce max_tokens or the prompt.", param="max_tokens",
-                       code="context_length_exceeded")
-    vocab = served.model.config.vocab_size
-    bias = {int(k): v for k, v in (req.logit_bias or {}).items()}
-    bad = [t for t in bias if not 0 <= t < vocab]
-    if bad:
-        raise APIError(400, f"Invalid value for 'logit_bias': token id {bad[0]} is outside the vocabulary (0 to "
-                            f"{vocab - 1}).", param="logit_bias", code="invalid_value")
-    if req.num_beams > 1 and served.model.family not in BEAM_FAMILIES:
-        raise APIError(400, f"Invalid value for 'num_beams': beam search is not supported for '{served.name}' (a "
-                            f"{served.model.family} model); it is for {' and '.join(BEAM_FAMILIES)} models.",
-                       param="num_beams", code="unsupported_parameter")
-    try:
-        return SamplingParams(
-            max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
-            presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty, logit_bias=bias,
-            stop=list(req.stop or []) + list(extra_stop), n=req.n, seed=req.seed, logprobs=logprobs,
-            extra_processors=processors, num_beams=req.num_beams, length_penalty=req.length_penalty,
-            early_stopping=req.early_stopping,
-        )
-    except ValueError as e:  # settings that conflict (beam search with sampling settings): "<field> <why>"
-        field = str(e).split()[0]
-        raise APIError(400, f"Invalid value for '{field}': {e}.", param=field, code="invalid_value") from None
+    return req.to_sampling_params(
+        prompt_len=prompt_len, prompt_param=prompt_param, context=served.context_length,
+        vocab=served.model.config.vocab_size, max_tokens=max_tokens, logprobs=logprobs,
+        beams=served.model.family in BEAM_FAMILIES, model=served.name, extra_stop=extra_stop, processors=processors)
 
 
 def _prompt_ids(prompt, tokenizer, vocab: int) -> list[tuple[str, list[int]]]:
