@@ -14,9 +14,10 @@ from ..store import Database
 from . import errors
 from .accounting import load_prices
 from .auth import create_key, find_key
-from .engine import ServedModel, load_chat_templates, load_served
+from .engine import QueueLimits, ServedModel, load_chat_templates, load_served
 from .metrics import Metrics
 from .routes import health, moderations, openai, usage, watermark
+from .service import GenerationService
 from .serving import AppState
 from .settings import Settings
 
@@ -48,10 +49,14 @@ def create_app(settings: Settings | None = None, models: list[ServedModel] | Non
         templates = load_chat_templates()
         metrics = Metrics()
         served = models if models is not None else load_models(settings, templates)
+        limits = QueueLimits(settings.max_queued_requests, settings.max_queued_tokens, settings.max_queue_wait_s)
         for m in served:
             m.start(metrics, settings.max_batch_rows)
-        app.state.lmforge = AppState(settings, db, load_prices(settings.prices_file), metrics, templates,
-                                     {m.name: m for m in served})
+            if m.engine is not None:
+                m.engine.limits = limits
+        state = app.state.lmforge = AppState(settings, db, load_prices(settings.prices_file), metrics, templates,
+                                             {m.name: m for m in served})
+        state.service = GenerationService(state)
         log.info("serving %s", ", ".join(m.name for m in served))
         try:
             yield
