@@ -52,6 +52,7 @@ class Caller:
     source: str = "api"  # api | playground | bot | cli: recorded in the audit log
     bot: str | None = None
     policy: FilterPolicy | None = None  # None: the key's own policy, from the database
+    request_id: str | None = None  # the response's x-request-id, kept in the audit record
 
 
 @dataclass
@@ -104,6 +105,13 @@ class GenerationService:
         settings = state.settings
         key = settings.audit_key.get_secret_value() if settings.audit_key else None
         self.audit = AuditLog(settings.audit_log, key=key, redact=settings.audit_redact)
+        self.audit_error: str | None = None  # why the last audit write failed (None: it worked); /health shows it
+        try:
+            if self.audit.repair():
+                log.warning("the audit log %s ended in a torn line; it was cut off and recorded", self.audit.path)
+        except (OSError, ValueError) as e:
+            self.audit_error = f"the audit log cannot be repaired ({type(e).__name__}: {e})"
+            log.error("%s", self.audit_error)
         self._watermarks: dict[str, WatermarkProcessor] = {}
         self._copy_index: CopyIndex | None = None
 
@@ -350,8 +358,18 @@ class Generation:
         except Exception:  # noqa: BLE001 - counting must not lose the audit record below
             log.exception("could not count the safety events of a generation")
         texts = self.job.texts
+        try:
+            self._audit(texts)
+            self.service.audit_error = None
+        except Exception as e:
+            self.service.audit_error = f"the last audit record could not be written ({type(e).__name__}: {e})"
+            raise
+
+    def _audit(self, texts: list[str]) -> None:
+        key = self.caller.key
         self.service.audit.log_generation(
             model=self.job.model.name, key_id=key.prefix, bot=self.caller.bot, params=self.job.params,
+            request_id=self.caller.request_id,
             prompt=texts if len(texts) != 1 else texts[0],
             completion=[self.generated[i].text for i in sorted(self.generated)],
             prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     """Per model: prompt + max_tokens of the prompts waiting to join the batch; more answer 503."""
     max_queue_wait_s: float = 30.0
     """A prompt still waiting to join the batch after this answers 503 rather than being served late."""
+    ops_access: Literal["loopback", "key", "open"] = "loopback"
+    """Who may read /metrics and the API docs (/docs, /redoc, /openapi.json): `loopback` clients and, from
+    elsewhere, API keys; `key`: API keys only; `open`: anyone (behind a proxy that restricts them)."""
     request_timeout_s: float = 600.0
     """A generation running longer than this is stopped (504, or an error event in a stream)."""
     prices_file: Path | None = None

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from ..bots.tables import Workspace, WorkspaceKey
 from ..serve import protocol as p
 from ..serve import serving
+from ..serve.middleware import request_id
 from ..serve.service import Caller
 from ..serve.accounting import usage_report
 from ..serve.auth import create_key, revoke_key
@@ -87,7 +88,7 @@ async def run(ctx: Ctx = Depends(checked)):
     common.update(stream=True, stream_options={"include_usage": True})
     state = ctx.request.app.state.lmforge
     key = await run_in_threadpool(playground_key, ctx)
-    caller = Caller(key, source="playground")
+    caller = Caller(key, source="playground", request_id=request_id(ctx.request.scope))
     try:
         if body.get("mode") == "completion":
             req = p.CompletionRequest(prompt=body.get("prompt", ""), **common)

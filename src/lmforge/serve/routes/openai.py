@@ -9,6 +9,7 @@ from .. import serving
 from .. import protocol as p
 from ..auth import require_key
 from ..errors import model_not_found
+from ..middleware import request_id
 from ..service import Caller
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -33,13 +34,13 @@ def get_model(model: str, key: ApiKey = Depends(require_key), s: serving.AppStat
 @router.post("/completions", response_model=p.CompletionResponse)
 async def completions(req: p.CompletionRequest, request: Request,
                       key: ApiKey = Depends(require_key)):
-    return await serving.completions(state(request), Caller(key), req, request)
+    return await serving.completions(state(request), Caller(key, request_id=request_id(request.scope)), req, request)
 
 
 @router.post("/chat/completions", response_model=p.ChatCompletionResponse)
 async def chat_completions(req: p.ChatCompletionRequest, request: Request,
                            key: ApiKey = Depends(require_key)):
-    return await serving.chat_completions(state(request), Caller(key), req, request)
+    return await serving.chat_completions(state(request), Caller(key, request_id=request_id(request.scope)), req, request)
 
 
 @router.post("/embeddings", response_model=p.EmbeddingResponse)
