@@ -11,7 +11,14 @@ import pytest
 from lmforge.serve import Settings, create_app
 from lmforge.serve.middleware import OpsGate
 
+from lmforge.serve.engine import serve_model
+
 from .conftest import Server, free_port
+
+
+def fresh(tiny_models):
+    """The tiny GPT-2 as a new ServedModel (its own engine: stopping this server leaves the shared one alone)."""
+    return [serve_model(tiny_models[0].model, tiny_models[0].tokenizer, "tiny-gpt2")]
 
 
 def test_random_paths_do_not_grow_metrics(server, key):
@@ -76,7 +83,7 @@ def test_metrics_and_docs_are_gated(server, key, access, client, key_ok, status)
 def test_files_are_private(tmp_path, tiny_models):
     home = tmp_path / "home"
     settings = Settings(home=home, port=free_port())
-    with Server(create_app(settings, tiny_models[:1]), settings) as s:
+    with Server(create_app(settings, fresh(tiny_models)), settings) as s:
         key = s.key("perm")
         s.http(key).post("/v1/completions", json={"model": "tiny-gpt2", "prompt": "the cat", "max_tokens": 2})
     mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
@@ -90,14 +97,14 @@ def test_files_are_private(tmp_path, tiny_models):
 def test_a_torn_audit_tail_is_cut_recorded_and_reported(tmp_path, tiny_models):
     home = tmp_path / "torn"
     settings = Settings(home=home, port=free_port())
-    with Server(create_app(settings, tiny_models[:1]), settings) as s:
+    with Server(create_app(settings, fresh(tiny_models)), settings) as s:
         key = s.key("torn")
         body = {"model": "tiny-gpt2", "prompt": "the cat", "max_tokens": 2}
         assert s.http(key).post("/v1/completions", json=body).status_code == 200
         assert s.http().get("/health").json()["status"] == "ok"
     with open(settings.audit_log, "ab") as f:  # a crash mid-write
         f.write(b'{"seq": 1, "time": "2026-01-01T00:00:00+00:00", "event": "gener')
-    with Server(create_app(settings, tiny_models[:1]), settings) as s:
+    with Server(create_app(settings, fresh(tiny_models)), settings) as s:
         health = s.http().get("/health")
         assert health.status_code == 200 and health.json()["status"] == "degraded"
         assert "torn" in health.json()["components"]["audit_log"]["detail"]
