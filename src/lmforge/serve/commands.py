@@ -42,8 +42,6 @@ def serve(
     database_url: DbOption = None,
 ) -> None:
     """Start the OpenAI-compatible API server."""
-    import uvicorn
-
     from .app import create_app, load_models
     from .auth import create_key, list_keys
     from .engine import load_chat_templates
@@ -65,7 +63,9 @@ def serve(
     url = f"http://{settings.host}:{settings.port}"
     console.print(f"lmforge serves {', '.join(m.name for m in models)} at [bold]{url}/v1[/]")
     console.print(f'    try: curl {url}/v1/models -H "Authorization: Bearer $KEY"')
-    uvicorn.run(create_app(settings, models), host=settings.host, port=settings.port, log_level="warning")
+    from .server import run
+
+    run(create_app(settings, models), settings)  # uvicorn with timeouts and connection limits (server.py)
 
 
 PolicyFile = Annotated[Optional[Path], typer.Option("--policy", help="Filter policy (YAML; see docs/responsible-ai.md).")]

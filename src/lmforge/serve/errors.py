@@ -116,6 +116,8 @@ class BodyLimit:
         while True:
             message = await receive()
             messages.append(message)
+            if message["type"] == "http.disconnect":
+                return  # the client left (or was cut off as too slow) mid-body: nobody to answer
             if message["type"] != "http.request":
                 break
             seen += len(message.get("body", b""))
