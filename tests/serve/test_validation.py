@@ -51,6 +51,7 @@ def test_lone_surrogates_are_400(server, key, path, body, where, param):
     ("/v1/chat/completions", {**CHAT, "stream_options": {"include_usage": "true"}}, 400,
      "stream_options.include_usage"),
     ("/v1/completions", {**COMPLETION, "prompt": [1, "a"]}, 400, "prompt"),  # a union: the field, not a member
+    ("/v1/completions", {**COMPLETION, "num_beams": 2, "length_penalty": -1e10}, 400, "length_penalty"),
 ])
 def test_ranges_and_strict_types(server, key, path, body, status, param):
     with server.http(key) as http:

@@ -61,6 +61,7 @@ class SamplingParams:
             ("logit_bias", all(-100 <= v <= 100 for v in self.logit_bias.values()), "values must be in [-100, 100]"),
             ("stop", len(self.stop) <= 8, "takes at most 8 sequences (4 from the request, 4 from a chat template)"),
             ("num_beams", 1 <= self.num_beams <= 16, "must be between 1 and 16"),
+            ("length_penalty", -10 <= self.length_penalty <= 10, "must be between -10 and 10"),
             ("early_stopping", self.early_stopping in (True, False, "never"), "must be true, false or 'never'"),
         ]
         if self.num_beams > 1:

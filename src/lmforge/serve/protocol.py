@@ -107,7 +107,7 @@ class SamplingFields(Request):
     top_k: int = Field(0, ge=0)  # not OpenAI's; vLLM and others accept it
     # lmforge's beam search (T5 and GPT-2 models): the n best of num_beams beams, as transformers' generate
     num_beams: int = Field(1, ge=1, le=16)
-    length_penalty: float = 1.0
+    length_penalty: float = Field(1.0, ge=-10, le=10)  # beyond, length ** penalty under/overflows
     early_stopping: bool | str = False
     user: str | None = None
     watermark: bool = False  # lmforge's: true asks for the green-list watermark (a key's policy may also force it)
