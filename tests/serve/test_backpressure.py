@@ -163,3 +163,16 @@ def test_every_ended_stream_is_recorded(server):
     while len(usage_of(server, "closers")) < n and time.time() < deadline:
         time.sleep(0.05)
     assert len(usage_of(server, "closers")) == n
+
+
+def test_over_the_concurrency_limit_is_refused_before_any_work(server, key):
+    service = server.app_state.service
+    settings = server.app_state.settings
+    real, settings.max_concurrent_requests = settings.max_concurrent_requests, service.in_flight
+    try:
+        with server.http(key) as http:
+            r = http.post("/v1/completions", json={**BODY, "max_tokens": 2})
+    finally:
+        settings.max_concurrent_requests = real
+    assert r.status_code == 503 and r.headers["retry-after"] == "1" and r.json()["error"]["code"] == "server_overloaded"
+    assert service.in_flight == 0

@@ -106,9 +106,9 @@ class QueueLimits:
     """Backpressure (TGI's --max-concurrent-requests, per model): requests waiting to join the batch, and the
     tokens they may cost, are bounded; more are refused at once rather than left to queue."""
 
-    requests: int = 256
+    requests: int = 128
     tokens: int = 200_000  # prompt + max_tokens of the waiting requests
-    wait_s: float = 30.0  # a request still waiting after this is refused (503) instead of served late
+    wait_s: float = 10.0  # a request still waiting after this is refused (503) instead of served late
 
 
 class Engine:

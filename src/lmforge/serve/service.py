@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, AsyncIterator
@@ -106,6 +107,8 @@ class GenerationService:
         key = settings.audit_key.get_secret_value() if settings.audit_key else None
         self.audit = AuditLog(settings.audit_log, key=key, redact=settings.audit_redact)
         self.audit_error: str | None = None  # why the last audit write failed (None: it worked); /health shows it
+        self.in_flight = 0  # generations admitted and not yet ended
+        self._in_flight_lock = threading.Lock()  # ended in worker threads, started on the event loop
         try:
             if self.audit.repair():
                 log.warning("the audit log %s ended in a torn line; it was cut off and recorded", self.audit.path)
@@ -147,12 +150,22 @@ class GenerationService:
                                code="copy_check_unavailable") from None
         return self._copy_index
 
+    def count(self, delta: int) -> None:
+        with self._in_flight_lock:
+            self.in_flight += delta
+
     # ------------------------------------------------------------------------------------- a turn
 
     async def start(self, caller: Caller, job: Job) -> "Generation":
         """Admit the job (limits, input policy, queue) and start it on the engine; raises APIError (429, 400,
         503) before anything is generated."""
         state, settings = self.state, self.state.settings
+        # Refuse what cannot be served in time before any work (database, moderation): under overload the
+        # thread pool those use is itself the queue, so checking only the engine's queue answers late.
+        engine = job.model.engine
+        if self.in_flight >= settings.max_concurrent_requests or engine.queued[0] >= engine.limits.requests:
+            raise APIError(503, f"The server is busy ({self.in_flight} requests in progress); retry shortly.",
+                           type="server_error", code="server_overloaded", headers={"Retry-After": "1"})
         rows = sum(params.rows for _, params in job.prompts)
         if rows > settings.max_request_rows:
             raise APIError(400, f"Invalid value for 'n': this request asks for {rows} completions (prompts x n); "
@@ -162,8 +175,13 @@ class GenerationService:
             self.copy_index()  # fail now (400) rather than after generating
         prompt_tokens = sum(len(ids) for ids, _ in job.prompts)
         most = sum(params.max_tokens * params.n for _, params in job.prompts)
-        reservation = await run_in_threadpool(accounting.reserve, state.db, caller.key, state.prices, job.model.name,
-                                              job.endpoint, prompt_tokens, most)
+        self.count(+1)  # until the generation ends (Generation._end / _abandon)
+        try:
+            reservation = await run_in_threadpool(accounting.reserve, state.db, caller.key, state.prices,
+                                                  job.model.name, job.endpoint, prompt_tokens, most)
+        except BaseException:
+            self.count(-1)
+            raise
         gen = Generation(self, caller, job, reservation)
         try:
             await gen._admit()
@@ -332,6 +350,7 @@ class Generation:
         if self._ended:
             return
         self._ended = True
+        self.service.count(-1)
         state = self.service.state
         self.filtered = {i: filter_output(self._whole(i).text, self.policy) for i in self.generated}
         metrics, model = state.metrics, self.job.model.name
@@ -345,9 +364,11 @@ class Generation:
     def _abandon(self) -> None:
         """A job refused after its reservation (blocked input, full queue): nothing billed; blocked input
         is still counted and audited."""
+        if not self._ended:
+            self._ended = True
+            self.service.count(-1)
         accounting.release(self.service.state.db, self.reservation)
         if self.input is not None and self.input.blocked:
-            self._ended = True
             self._record()
 
     def _record(self) -> None:

@@ -29,11 +29,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000
     max_request_rows: int = 64
     """At most this many completions (prompts x n, or beams) in one request: 400 beyond it."""
-    max_queued_requests: int = 256
+    max_concurrent_requests: int = 128
+    """Generations admitted and not yet finished, across models; more answer 503 at once, before any work."""
+    max_queued_requests: int = 128
     """Per model: prompts waiting to join the batch; more answer 503 with Retry-After at once."""
     max_queued_tokens: int = 200_000
     """Per model: prompt + max_tokens of the prompts waiting to join the batch; more answer 503."""
-    max_queue_wait_s: float = 30.0
+    max_queue_wait_s: float = 10.0
     """A prompt still waiting to join the batch after this answers 503 rather than being served late."""
     header_timeout_s: float = 10.0
     """A connection must deliver a request's headers within this (slow clients are answered 408)."""
@@ -74,7 +76,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _resolve(self) -> "Settings":
-        for name in ("max_batch_rows", "max_body_bytes", "max_request_rows", "max_queued_requests",
+        for name in ("max_batch_rows", "max_body_bytes", "max_request_rows", "max_concurrent_requests", "max_queued_requests",
                      "max_queued_tokens", "max_queue_wait_s", "request_timeout_s", "header_timeout_s",
                      "body_timeout_s", "keep_alive_s", "max_connections", "max_header_bytes"):
             if getattr(self, name) <= 0:  # limits fail closed: zero or negative is a mistake, not "unlimited"
