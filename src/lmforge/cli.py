@@ -105,21 +105,24 @@ def generate(
     stop: Annotated[Optional[list[str]], typer.Option(help="Stop when this text appears (repeatable).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Makes sampling reproducible.")] = None,
 ) -> None:
-    """Generate text from a prompt, streamed to the terminal."""
+    """Generate text from a prompt, streamed to the terminal (through the generation service: the local key's
+    filter policy, usage and the audit log in LMFORGE_HOME, as for the API)."""
     from . import load
-    from .generate import SamplingParams, stream
+    from .generate import SamplingParams
+    from .serve import local
+    from .serve.errors import APIError
 
     try:
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop or [], seed=seed)
         m, tok = load(model, task="lm")
         if tok is None:
             raise ModelError(f"{model} has no tokenizer files, so it cannot generate text")
-        finish = None
-        for [choice] in stream(m, tok, prompt, params):
-            console.print(choice.text, end="", highlight=False, markup=False)
-            finish = choice.finish_reason or finish
+        finish = local.generate(m, tok, model, prompt, params,
+                                lambda text: console.print(text, end="", highlight=False, markup=False))
     except (ModelError, ValueError) as e:
         _fail(e)
+    except APIError as e:
+        _fail(ValueError(e.message))
     console.print(f"\n[dim]({finish})[/]")
 
 

@@ -16,7 +16,7 @@ from .accounting import load_prices
 from .auth import create_key, find_key
 from .engine import QueueLimits, ServedModel, load_chat_templates, load_served
 from .metrics import Metrics
-from .middleware import OpsGate, RequestContext
+from .middleware import OpsGate, Overload, RequestContext
 from .routes import health, moderations, openai, usage, watermark
 from .service import GenerationService
 from .serving import AppState
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None, models: list[ServedModel] | Non
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(OpsGate, access=settings.ops_access)
+    app.add_middleware(Overload)
     app.add_middleware(RequestContext)  # added last: outermost, so every answer has its x-request-id
     app.include_router(openai.router)
     app.include_router(usage.router)

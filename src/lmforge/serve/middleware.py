@@ -4,6 +4,9 @@
   new one), kept in the scope for the audit record; and the request counters and latency, labelled by
   *route template* (`/v1/models/{model:path}`), never by raw path, so no client can grow /metrics or memory
   by asking for random paths (unmatched paths share one label).
+* `Overload`: generation requests past `max_concurrent_requests` answer 503 before authentication, parsing
+  or anything that needs a worker thread: under overload those threads are the queue, so a refusal that
+  waited for one would come late.
 * `OpsGate`: /metrics and the API documentation (/docs, /redoc, /openapi.json) answer loopback clients and,
   from anywhere else, only a valid API key (`LMFORGE_OPS_ACCESS`: `loopback`, `key` or `open`).
 """
@@ -85,3 +88,22 @@ class OpsGate:
         error = APIError(401, f"{scope['path']} needs an API key from clients outside this machine: send "
                               "'Authorization: Bearer YOUR_KEY' (or set LMFORGE_OPS_ACCESS).", code="missing_api_key")
         await error.response()(scope, receive, send)
+
+
+GENERATION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/studio/playground/run"})
+
+
+class Overload:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] in GENERATION_PATHS:
+            state = getattr(scope["app"].state, "lmforge", None)
+            if state is not None and state.service is not None \
+                    and state.service.in_flight >= state.settings.max_concurrent_requests:
+                error = APIError(503, f"The server is busy ({state.service.in_flight} requests in progress); "
+                                      "retry shortly.", type="server_error", code="server_overloaded",
+                                 headers={"Retry-After": "1"})
+                return await error.response()(scope, receive, send)
+        return await self.app(scope, receive, send)

@@ -179,6 +179,32 @@ async def _unless_disconnected(request: Request | None, work):
         watcher.cancel()
 
 
+async def _primed(request: Request | None, gen: Generation):
+    """(the first step of deltas, the rest, None), or (.., .., a response) when the client left first. Waiting
+    for the first step before answering means a request refused or failed before its first token (a full
+    queue, a deadline) gets a real HTTP status, not a 200 stream that ends in an error event."""
+    steps = gen.deltas()
+
+    async def first():
+        try:
+            return [await steps.__anext__()]
+        except StopAsyncIteration:
+            return []
+
+    got = await _unless_disconnected(request, first())
+    if not isinstance(got, list):
+        await steps.aclose()
+        return [], steps, got
+    return got, steps, None
+
+
+async def _chain(first: list, rest):
+    for step in first:
+        yield step
+    async for step in rest:
+        yield step
+
+
 def _json(body, gen: Generation):
     """A pydantic response body with the generation's headers (rate limits, moderation)."""
     return JSONResponse(body.model_dump(mode="json"), headers=gen.headers)
@@ -216,6 +242,10 @@ async def completions(state: AppState, caller: Caller, req: p.CompletionRequest,
         return p.CompletionChoice(text=text, index=c.index, logprobs=lp, finish_reason=c.finish_reason)
 
     if req.stream:
+        first, rest, gone = await _primed(request, gen)
+        if gone is not None:
+            return gone
+
         async def events():
             try:
                 offsets = {}
@@ -224,7 +254,7 @@ async def completions(state: AppState, caller: Caller, req: p.CompletionRequest,
                         offsets[i] = len(echo(i))
                         yield _sse(p.CompletionResponse(id=rid, created=created, model=served.name, choices=[
                             p.CompletionChoice(text=echo(i), index=i)]))
-                async for step in gen.deltas():
+                async for step in _chain(first, rest):
                     choices = []
                     for d in step:
                         if gen.holds and req.echo:
@@ -239,6 +269,8 @@ async def completions(state: AppState, caller: Caller, req: p.CompletionRequest,
                 yield "data: [DONE]\n\n"
             except Exception as e:  # noqa: BLE001 - the stream has started: the error goes in it
                 yield _error_event(e)
+            finally:
+                await rest.aclose()  # a client gone mid-stream: stop its generation now
 
         return EventStream(events(), headers=gen.headers)
 
@@ -287,13 +319,17 @@ async def chat_completions(state: AppState, caller: Caller, req: p.ChatCompletio
     rid, created, tok = p.new_id("chatcmpl"), p.now(), served.tokenizer
 
     if req.stream:
+        first, rest, gone = await _primed(request, gen)
+        if gone is not None:
+            return gone
+
         def chunk(choices, usage=None):
             return _sse(p.ChatCompletionChunk(id=rid, created=created, model=served.name, choices=choices, usage=usage))
 
         async def events():
             try:
                 yield chunk([p.ChatChunkChoice(index=j, delta=p.Delta(role="assistant", content="")) for j in range(req.n)])
-                async for step in gen.deltas():
+                async for step in _chain(first, rest):
                     yield chunk([p.ChatChunkChoice(
                         index=d.index, delta=p.Delta(content=d.text or None), finish_reason=d.finish_reason,
                         logprobs=_chat_logprobs(tok, d.logprobs) if req.logprobs and d.logprobs else None)
@@ -303,6 +339,8 @@ async def chat_completions(state: AppState, caller: Caller, req: p.ChatCompletio
                 yield "data: [DONE]\n\n"
             except Exception as e:  # noqa: BLE001 - the stream has started: the error goes in it
                 yield _error_event(e)
+            finally:
+                await rest.aclose()  # a client gone mid-stream: stop its generation now
 
         return EventStream(events(), headers=gen.headers)
 
