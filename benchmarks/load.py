@@ -83,11 +83,12 @@ async def stream_client(http: httpx.AsyncClient, until: float, tokens: int, out:
                     retry = float(r.headers.get("retry-after", "1"))
                     await asyncio.sleep(min(retry, 1.0))
                     continue
-                ok = False
+                ok, why = False, "stream ended without [DONE]"
                 async for line in r.aiter_lines():
                     if line.startswith("data: {"):
                         chunk = json.loads(line[6:])
                         if "error" in chunk:
+                            why = f"error event: {chunk['error'].get('code')}"
                             break
                         if first is None and chunk.get("choices") and chunk["choices"][0].get("text"):
                             first = time.perf_counter() - start
@@ -102,8 +103,12 @@ async def stream_client(http: httpx.AsyncClient, until: float, tokens: int, out:
                 out["status"][200] += 1
             else:
                 out["failed"] = out.get("failed", 0) + 1
-        except httpx.HTTPError:
+                out.setdefault("why", {}).setdefault(why, 0)
+                out["why"][why] += 1
+        except httpx.HTTPError as e:
             out["failed"] = out.get("failed", 0) + 1
+            out.setdefault("why", {}).setdefault(type(e).__name__, 0)
+            out["why"][type(e).__name__] += 1
 
 
 async def phase(url: str, clients: int, seconds: float, tokens: int) -> dict:
@@ -115,7 +120,7 @@ async def phase(url: str, clients: int, seconds: float, tokens: int) -> dict:
         await asyncio.gather(*(stream_client(http, start + seconds, tokens, out) for _ in range(clients)))
         elapsed = time.time() - start
     return dict(clients=clients, seconds=round(elapsed, 1), ok=out.get("status", {}).get(200, 0),
-                failed=out.get("failed", 0), refused={k: v for k, v in out.get("status", {}).items() if k != 200},
+                failed=out.get("failed", 0), failures=out.get("why", {}), refused={k: v for k, v in out.get("status", {}).items() if k != 200},
                 p50_latency_s=round(pct(out.get("latency", []), 0.5), 3),
                 p99_latency_s=round(pct(out.get("latency", []), 0.99), 3),
                 p50_ttft_s=round(pct(out.get("ttft", []), 0.5), 3), p99_ttft_s=round(pct(out.get("ttft", []), 0.99), 3),
