@@ -22,7 +22,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,7 +78,13 @@ async def stream_client(http: httpx.AsyncClient, until: float, tokens: int, out:
                     await r.aread()
                     out.setdefault("status", {}).setdefault(status, 0)
                     out["status"][status] += 1
-                    out.setdefault("refused_s", []).append(time.perf_counter() - start)
+                    try:
+                        message = r.json()["error"]["message"]
+                    except (ValueError, KeyError, TypeError):
+                        message = ""
+                    # at the door (too many in progress) or after waiting in the model's queue
+                    kind = "door" if "in progress" in message else "queue" if "waited" in message else "other"
+                    out.setdefault(f"refused_{kind}_s", []).append(time.perf_counter() - start)
                     retry = float(r.headers.get("retry-after", "1"))
                     await asyncio.sleep(min(retry, 1.0))
                     continue
@@ -124,7 +129,10 @@ async def phase(url: str, clients: int, seconds: float, tokens: int) -> dict:
                 p50_latency_s=round(pct(out.get("latency", []), 0.5), 3),
                 p99_latency_s=round(pct(out.get("latency", []), 0.99), 3),
                 p50_ttft_s=round(pct(out.get("ttft", []), 0.5), 3), p99_ttft_s=round(pct(out.get("ttft", []), 0.99), 3),
-                p99_refusal_s=round(pct(out.get("refused_s", []), 0.99), 3),
+                refused_at_door=len(out.get("refused_door_s", [])),
+                p99_door_refusal_s=round(pct(out.get("refused_door_s", []), 0.99), 3),
+                refused_after_queue_wait=len(out.get("refused_queue_s", [])),
+                p99_queue_refusal_s=round(pct(out.get("refused_queue_s", []), 0.99), 3),
                 tokens_per_s=round(out.get("tokens", 0) / elapsed, 1))
 
 

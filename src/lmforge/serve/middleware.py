@@ -105,5 +105,18 @@ class Overload:
                 error = APIError(503, f"The server is busy ({state.service.in_flight} requests in progress); "
                                       "retry shortly.", type="server_error", code="server_overloaded",
                                  headers={"Retry-After": "1"})
+                await _drain(receive, state.settings.max_body_bytes)  # so the connection can be reused
                 return await error.response()(scope, receive, send)
         return await self.app(scope, receive, send)
+
+
+async def _drain(receive, limit: int) -> None:
+    """Read (and drop) a request body of at most `limit` bytes."""
+    seen = 0
+    while seen <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return

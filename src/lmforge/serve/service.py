@@ -163,6 +163,9 @@ class GenerationService:
         # Refuse what cannot be served in time before any work (database, moderation): under overload the
         # thread pool those use is itself the queue, so checking only the engine's queue answers late.
         engine = job.model.engine
+        if engine is None:
+            raise APIError(503, f"The model '{job.model.name}' is not running.", type="server_error",
+                           code="model_unavailable", headers={"Retry-After": "5"})
         if self.in_flight >= settings.max_concurrent_requests or engine.queued[0] >= engine.limits.requests:
             raise APIError(503, f"The server is busy ({self.in_flight} requests in progress); retry shortly.",
                            type="server_error", code="server_overloaded", headers={"Retry-After": "1"})
