@@ -40,15 +40,30 @@ def test_convert_round_trip(tmp_path):
     assert load_model(tmp_path / "b").task == "classification"
 
 
-def test_generate_streams_reproducibly_from_the_demo_model():
+def test_generate_streams_reproducibly_from_the_demo_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path))  # it meters and audits there, like the API
     outputs = [runner.invoke(app, ["generate", "ROMEO:", "--model", "demo-gpt2", "--temperature", "0.8", "--max-tokens",
                                    "12", "--seed", seed]) for seed in "1123"]
     assert all(o.exit_code == 0 for o in outputs), outputs[0].output
     assert outputs[0].output == outputs[1].output
     assert all(o.output.rstrip().endswith(("(length)", "(stop)")) for o in outputs)
     assert any(len(o.output.strip().splitlines()) > 1 for o in outputs)  # some seed produced text
+    import json
+
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and all(r["moderation"]["source"] == "cli" and r["prompt"] == "ROMEO:" for r in records)
 
 
-def test_generate_refuses_an_encoder_only_model_in_one_line():
+def test_generate_obeys_the_local_keys_policy(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path))
+    assert runner.invoke(app, ["generate", "hi", "--model", "demo-gpt2", "--max-tokens", "2"]).exit_code == 0  # creates the local key
+    r = runner.invoke(app, ["keys", "policy", "local-cli", "--input", "block", "--refusal", "Not from the CLI."])
+    assert r.exit_code == 0, r.output
+    result = runner.invoke(app, ["generate", "you stupid idiot, fuck off", "--model", "demo-gpt2", "--max-tokens", "2"])
+    assert result.exit_code == 1 and "Not from the CLI." in result.output
+
+
+def test_generate_refuses_an_encoder_only_model_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path))
     result = runner.invoke(app, ["generate", "hello", "--model", "demo-bert"])
     assert result.exit_code == 1 and "embedding model and cannot generate" in result.output and "Traceback" not in result.output

@@ -118,9 +118,11 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(help="Makes sampling reproducible.")] = None,
     quantize: Annotated[str, typer.Option(help="Weights: int8, none, or auto (int8 for GPT-2/Llama decoders on the CPU).")] = "auto",
 ) -> None:
-    """Generate text from a prompt, streamed to the terminal."""
-    from .chat_template import end_of_sequence_ids
-    from .generate import SamplingParams, stream
+    """Generate text from a prompt, streamed to the terminal (through the generation service: the local key's
+    filter policy, usage and the audit log in LMFORGE_HOME, as for the API)."""
+    from .generate import SamplingParams
+    from .serve import local
+    from .serve.errors import APIError
     from .serve.served import load_served
 
     try:
@@ -129,17 +131,16 @@ def generate(
             served = load_served(model, quantization=quantize)
         if served.kind != "generate":
             raise ModelError(f"{model} is an embedding model and cannot generate text; try lmforge embed")
-        m, tok, template = served.model, served.tokenizer, served.chat_template
         if chat if chat is not None else served.card.chat_template:
             messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-            prompt = template.render(messages)
-            params.stop += template.stop
-        finish = None
-        for [choice] in stream(m, tok, prompt, params, end_of_sequence_ids(m, tok, template)):
-            console.print(choice.text, end="", highlight=False, markup=False)
-            finish = choice.finish_reason or finish
+            prompt = served.chat_template.render(messages)
+            params.stop += served.chat_template.stop
+        finish = local.generate(served, prompt, params,
+                                lambda text: console.print(text, end="", highlight=False, markup=False))
     except (ModelError, ValueError) as e:
         _fail(e)
+    except APIError as e:
+        _fail(ValueError(e.message))
     console.print(f"\n[dim]({finish})[/]")
 
 

@@ -10,7 +10,8 @@ def test_models_and_health(server, key):
     ids = [m.id for m in server.client(key).models.list().data]
     assert ids == ["tiny-gpt2", "tiny-t5", "tiny-bert"]
     assert server.client(key).models.retrieve("tiny-t5").id == "tiny-t5"
-    assert httpx.get(server.url + "/health").json() == {"status": "ok", "models": sorted(ids)}
+    health = httpx.get(server.url + "/health").json()
+    assert health["status"] == "ok" and health["models"] == sorted(ids) and health["components"]["database"]["status"] == "ok"
 
 
 def test_models_carry_their_card(server, key):
@@ -144,4 +145,4 @@ def test_metrics_expose_requests_tokens_latency_batch_queue(server, key):
     for name in ("lmforge_requests_total", "lmforge_tokens_total", "lmforge_request_latency_seconds_bucket",
                  "lmforge_batch_size_bucket", "lmforge_queue_depth", "lmforge_time_to_first_token_seconds_bucket"):
         assert name in text
-    assert 'lmforge_requests_total{endpoint="completions",status="200"}' in text
+    assert 'lmforge_requests_total{endpoint="/v1/completions",status="200"}' in text

@@ -93,28 +93,62 @@ def test_requests_per_minute_limit_answers_429_with_retry_after(server):
         r = http.post("/v1/completions", json=COMPLETION)
         r = http.post("/v1/completions", json=COMPLETION) if r.status_code == 200 else r
     assert r.status_code == 429
-    assert 1 <= int(r.headers["retry-after"]) <= 60
+    assert 1 <= int(r.headers["retry-after"]) <= 120  # sliding window: the minute just counted decays over the next
     assert r.json()["error"]["code"] == "rate_limit_exceeded"
     with pytest.raises(openai.RateLimitError):
         server.client(key).completions.create(**COMPLETION)
 
 
-def test_tokens_per_minute_limit(server):
+def test_tokens_per_minute_reserve_max_tokens_up_front(server):
     usage = server.client(server.key("tpm-probe")).completions.create(**COMPLETION).usage
     fresh_minute()
-    # room for two requests (counted when they finish) and the third one's prompt minus one token
-    key = server.key("tpm", tpm=2 * usage.total_tokens + usage.prompt_tokens - 1)
+    # room for two requests' prompt + max_tokens (reserved at admission), not three
+    per_request = usage.prompt_tokens + COMPLETION["max_tokens"]
+    key = server.key("tpm", tpm=3 * per_request - 1)
     with server.http(key) as http:
-        assert http.post("/v1/completions", json=COMPLETION).status_code == 200
+        first = http.post("/v1/completions", json=COMPLETION)
+        assert first.status_code == 200
+        assert int(first.headers["x-ratelimit-limit-tokens"]) == 3 * per_request - 1
+        assert int(first.headers["x-ratelimit-remaining-tokens"]) == 2 * per_request - 1
+        assert first.headers["x-ratelimit-reset-tokens"].endswith("s")
         assert http.post("/v1/completions", json=COMPLETION).status_code == 200
         r = http.post("/v1/completions", json=COMPLETION)
+        if usage.completion_tokens < COMPLETION["max_tokens"]:  # what was not used was given back
+            assert r.status_code == 200
+            r = http.post("/v1/completions", json=COMPLETION)
     assert r.status_code == 429 and r.json()["error"]["type"] == "tokens" and "retry-after" in r.headers
 
 
-def test_exhausted_budget_answers_insufficient_quota(server):
-    key = server.key("budget", budget_usd=0.000001)
+def test_a_burst_over_tpm_is_refused_before_generating(server):
+    """Requests arriving together: each reserves its prompt and max_tokens, so only those that fit run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fresh_minute()
+    body = {**COMPLETION, "max_tokens": 10}
+    prompt_tokens = server.client(server.key("burst-probe")).completions.create(**body).usage.prompt_tokens
+    tpm = 3 * (prompt_tokens + 10) + 5
+    key = server.key("burst", tpm=tpm)
+    engine = server.app_state.models["tiny-gpt2"].engine
+    with server.http(key) as http, ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(lambda _: http.post("/v1/completions", json=body).status_code, range(12)))
+    assert sorted(statuses) == [200] * 3 + [429] * 9
+    with server.db.session() as s:
+        rows = s.scalars(select(Usage).join(ApiKey).where(ApiKey.name == "burst")).all()
+    assert len(rows) == 3 and sum(r.prompt_tokens + r.completion_tokens for r in rows) <= tpm  # never overshoots
+    assert engine.queued == (0, 0)
+
+
+def test_budget_reserves_the_most_a_request_can_cost(server):
+    price = load_prices().default
+    probe = server.client(server.key("budget-probe")).completions.create(**COMPLETION).usage
+    most = (probe.prompt_tokens * price.prompt + COMPLETION["max_tokens"] * price.completion) / 1000
+    key = server.key("budget", budget_usd=most * 1.5)  # one request's worst case fits, two do not
     with server.http(key) as http:
-        assert http.post("/v1/completions", json=COMPLETION).status_code == 200  # spends more than the budget
-        r = http.post("/v1/completions", json=COMPLETION)
-    assert r.status_code == 429
-    assert r.json()["error"]["type"] == r.json()["error"]["code"] == "insufficient_quota"
+        assert http.post("/v1/completions", json=COMPLETION).status_code == 200
+        r = http.post("/v1/completions", json={**COMPLETION, "max_tokens": 40})
+        assert r.status_code == 429 and r.json()["error"]["type"] == r.json()["error"]["code"] == "insufficient_quota"
+        assert "max_tokens" in r.json()["error"]["message"]
+    with server.db.session() as s:
+        row = s.scalar(select(ApiKey).where(ApiKey.name == "budget"))
+        spent = sum(u.cost_usd for u in s.scalars(select(Usage).where(Usage.key_id == row.id)))
+    assert row.spent_usd == pytest.approx(spent)  # the reservation was settled to what was used

@@ -58,7 +58,7 @@ def exercise(db: Database) -> None:
 
     def hit():
         try:
-            accounting.admit(db, key, 1, now=now)
+            accounting.reserve(db, key, PRICES, "m", "completions", 1, 0, now=now)
             outcomes.append(200)
         except APIError as e:
             outcomes.append(e.status)
@@ -69,14 +69,30 @@ def exercise(db: Database) -> None:
     for t in threads:
         t.join()
     assert sorted(outcomes) == [200] * 5 + [429] * 3  # the upsert is atomic: exactly rpm requests pass
-    accounting.admit(db, key, 1, now=now + 60)  # a new minute
-    cost = accounting.record(db, PRICES, key.id, "m", "completions", 30, 20, now=now)
-    assert cost == pytest.approx((30 * 1.0 + 20 * 2.0) / 1000)
-    [row] = accounting.usage_report(db, key.id)
-    assert (row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (1, 30, 20)
-    accounting.record(db, PRICES, key.id, "m", "completions", 1000, 0, now=now + 61)  # now over budget
+    # a sliding window (now is 30 s into its minute): just after the next minute starts, the last minute's
+    # 5 still nearly all count (a clock-minute window would let 5 more through); half-way, half of them do
     with pytest.raises(APIError) as e:
-        accounting.admit(db, key, 1, now=now + 62)
+        accounting.reserve(db, key, PRICES, "m", "completions", 1, 0, now=now + 31)
+    assert e.value.type == "requests" and int(e.value.headers["Retry-After"]) == 12  # 5 * (59 - t) / 60 + 1 <= 5
+    outcomes = []
+    for _ in range(3):
+        try:
+            accounting.reserve(db, key, PRICES, "m", "completions", 1, 0, now=now + 60)
+            outcomes.append(200)
+        except APIError as e:
+            outcomes.append(e.status)
+    assert outcomes == [200, 200, 429]  # 5 * 0.5 + 2 fits under 5, + 1 more does not
+    r = accounting.reserve(db, key, PRICES, "m", "completions", 30, 20, now=now + 60 + 50)
+    assert r.cost == pytest.approx((30 * 1.0 + 20 * 2.0) / 1000)  # the most it can cost, reserved
+    cost = accounting.settle(db, PRICES, r, 10, now=now + 60 + 51)
+    assert cost == pytest.approx((30 * 1.0 + 10 * 2.0) / 1000)
+    [row] = accounting.usage_report(db, key.id)
+    assert (row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (1, 30, 10)
+    # spent: 7 unsettled one-token reservations (0.007) and 0.05; 0.04 more fits the budget of 0.1, 0.01 then not
+    big = accounting.reserve(db, key, PRICES, "m", "completions", 40, 0, now=now + 180)
+    accounting.settle(db, PRICES, big, 0, now=now + 180)
+    with pytest.raises(APIError) as e:
+        accounting.reserve(db, key, PRICES, "m", "completions", 10, 0, now=now + 181)
     assert e.value.type == "insufficient_quota"
 
 

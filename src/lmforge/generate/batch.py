@@ -13,6 +13,11 @@ and one batched model state (runners.py). Each `step()`:
    tokens of the rows that remain, giving the logits the next step samples from.
 
 Greedy decoding in a batch gives the same tokens as decoding alone (up to float rounding; see runners.py).
+
+One request never harms its batch-mates: a request whose settings or processors fail, or whose row's scores
+are not numbers (NaN, +inf, or every token -inf), ends alone with `RequestOutput.error` set, and its rows
+leave the batch; a prompt whose prefill fails is retried alone so only it fails. (A failure of the shared
+forward pass still fails the whole batch: nothing can tell whose row caused it.)
 """
 from __future__ import annotations
 
@@ -60,6 +65,7 @@ class RequestOutput:
     request_id: str
     deltas: list[Choice]
     finished: bool  # all choices have finished
+    error: str | None = None  # set when this request failed alone (it is then finished)
 
 
 def context_length(model: PreTrainedModel) -> int:
@@ -149,17 +155,22 @@ class Batcher:
     def step(self) -> list[RequestOutput]:
         """Admit waiting requests, choose one token per row, and advance the model. Returns one output per
         request that had rows this step (a beam request: only once, when it finishes)."""
-        self._admit()
+        outputs: list[RequestOutput] = self._admit()
         if not self.rows:
-            return []
+            return outputs
         logits = self.logits.float()
-        tokens, logprobs = self._choose(logits)
+        tokens, logprobs, failed = self._choose(logits)
         source = list(range(len(self.rows)))  # the row whose model state each row continues
-        outputs: list[RequestOutput] = []
         for req, start, end in self._segments():
-            if req.beams is not None:
-                out = self._beam_step(req, logits[start:end], start, source)
-            else:
+            out = None
+            if req.id not in failed and req.beams is not None:
+                try:
+                    out = self._beam_step(req, logits[start:end], start, source)
+                except Exception as e:  # noqa: BLE001 - one request's failure stays its own
+                    failed[req.id] = _failure(req, e)
+            if req.id in failed:
+                out = self._fail(req, failed[req.id])
+            elif req.beams is None:
                 out = RequestOutput(req.id, [Choice("", [], None) for _ in req.rows], False)
                 for i in range(start, end):
                     out.deltas[self.rows[i].index] = self._advance(self.rows[i], tokens[i], logprobs[i])
@@ -175,19 +186,44 @@ class Batcher:
 
     # ---------------------------------------------------------------------------------- internals
 
-    def _admit(self) -> None:
-        """Prefill all waiting requests in one forward pass (prompts padded to a common length)."""
+    def _admit(self) -> list[RequestOutput]:
+        """Prefill all waiting requests in one forward pass (prompts padded to a common length). If that
+        pass fails, each request is prefilled alone, so only the one that fails is answered with an error."""
         if not self.waiting:
-            return
-        repeats = [r.params.rows for r in self.waiting]
-        part, logits = self.runner.prefill([r.prompt_ids for r in self.waiting],
+            return []
+        waiting, self.waiting = self.waiting, []
+        try:
+            self._prefill(waiting)
+            return []
+        except Exception:  # noqa: BLE001
+            if len(waiting) == 1:
+                raise
+            log.warning("a joint prefill of %d requests failed; retrying them one by one", len(waiting))
+        failed = []
+        for req in waiting:
+            try:
+                self._prefill([req])
+            except Exception as e:  # noqa: BLE001
+                log.exception("prefill failed for request %s", req.id)
+                failed.append(RequestOutput(req.id, [Choice("", [], "error") for _ in range(req.params.n)], True,
+                                            _failure(req, e)))
+        return failed
+
+    def _prefill(self, requests: list[_Request]) -> None:
+        repeats = [r.params.rows for r in requests]
+        part, logits = self.runner.prefill([r.prompt_ids for r in requests],
                                            torch.tensor(repeats, device=self.device))
         self.runner.join(part)
-        for req, k in zip(self.waiting, repeats):
+        for req, k in zip(requests, repeats):
             req.rows = [_Row(req, i, IncrementalDecoder(self.tokenizer)) for i in range(k)]
             self.rows += req.rows
         self.logits = logits if self.logits is None else torch.cat([self.logits, logits])
-        self.waiting = []
+
+    def _fail(self, req: _Request, reason: str) -> RequestOutput:
+        """End a request alone: its rows finish (and leave the batch at this step's end)."""
+        for row in req.rows:
+            row.finished = "error"
+        return RequestOutput(req.id, [Choice("", [], "error") for _ in range(req.params.n)], True, reason)
 
     def _keep(self, keep: list[int], source: list[int]) -> None:
         """Keep the rows `keep`; row i's model state becomes that of row source[i] (they differ for beams)."""
@@ -207,20 +243,23 @@ class Batcher:
             yield req, start, end
             start = end
 
-    def _choose(self, logits: torch.Tensor) -> tuple[list[int], list[TokenLogprob | None]]:
-        """One token per row. Greedy rows without processors take one batched argmax; the others run their
-        request's pipeline over the request's rows (contiguous in the batch) and sample with its generator."""
+    def _choose(self, logits: torch.Tensor) -> tuple[list[int], list[TokenLogprob | None], dict[str, str]]:
+        """One token per row, and {request id: why} for requests that failed. Greedy rows without processors
+        take one batched argmax; the others run their request's pipeline over the request's rows (contiguous
+        in the batch) and sample with its generator. Each request's scores are checked on their own."""
         tokens = logits.argmax(-1)
+        failed: dict[str, str] = {}
+        # (rows,): a row the model itself gave NaN or inf fails only its request (one sync, with tolist below)
+        broken = (~torch.isfinite(logits).all(-1)).tolist()
         for req, start, end in self._segments():
+            if any(broken[start:end]):
+                failed[req.id] = "the model produced non-finite logits"
+                continue
             if req.beams is None and (req.pipeline or req.params.temperature > 0):
-                generated = torch.tensor([row.ids for row in self.rows[start:end]], dtype=torch.long,
-                                         device=logits.device)  # (rows, t)
-                scores = req.pipeline(generated, logits[start:end])
-                if req.params.temperature == 0:
-                    tokens[start:end] = scores.argmax(-1)
-                else:
-                    probs = scores.softmax(-1)
-                    tokens[start:end] = torch.multinomial(probs, 1, generator=req.generator).squeeze(1)
+                try:
+                    tokens[start:end] = self._sample(req, start, end, logits)
+                except Exception as e:  # noqa: BLE001 - a processor or the settings failed: this request only
+                    failed[req.id] = _failure(req, e)
         logprobs: list[TokenLogprob | None] = [None] * len(self.rows)
         wanted = [i for i, row in enumerate(self.rows) if row.request.params.logprobs is not None]
         if wanted:
@@ -234,7 +273,18 @@ class Batcher:
                 k = self.rows[i].request.params.logprobs
                 top = dict(zip(best.indices[j, :k].tolist(), best.values[j, :k].tolist())) if k else {}
                 logprobs[i] = TokenLogprob(int(tokens[i]), chosen[j], top)
-        return tokens.tolist(), logprobs
+        return tokens.tolist(), logprobs, failed
+
+    def _sample(self, req: _Request, start: int, end: int, logits: torch.Tensor) -> torch.Tensor:
+        generated = torch.tensor([row.ids for row in self.rows[start:end]], dtype=torch.long,
+                                 device=logits.device)  # (rows, t)
+        scores = req.pipeline(generated, logits[start:end])
+        # A usable row has no NaN, no +inf, and at least one finite score (else softmax is NaN).
+        if bool((scores.isnan() | (scores == float("inf"))).any() | ~torch.isfinite(scores).any(-1).all()):
+            raise FloatingPointError("the sampling settings made the scores non-finite")
+        if req.params.temperature == 0:
+            return scores.argmax(-1)
+        return torch.multinomial(scores.softmax(-1), 1, generator=req.generator).squeeze(1)
 
     def _beam_step(self, req: _Request, logits: torch.Tensor, start: int, source: list[int]) -> RequestOutput | None:
         """One beam-search step for a request whose rows are self.rows[start:]: continue each row as the beam
@@ -245,6 +295,8 @@ class Batcher:
         if req.pipeline:
             logprobs = req.pipeline(torch.tensor([row.ids for row in rows], dtype=torch.long,
                                                  device=logits.device), logprobs)
+        if bool(logprobs.isnan().any()):
+            raise FloatingPointError("the beam scores are not numbers")
         chosen = req.beams.step(logprobs, [row.ids for row in rows])
         if chosen is not None:
             histories = [rows[parent].ids + [token] for parent, token in chosen]
@@ -283,3 +335,9 @@ class Batcher:
         delta = row.pending if row.finished else req.matcher.safe_prefix(row.pending)
         row.pending = row.pending[len(delta):]
         return Choice(delta, [token], row.finished, [logprob] if logprob else None)
+
+
+def _failure(req: _Request, e: Exception) -> str:
+    """The one-line reason a request failed alone (logged with the traceback; the client gets only this)."""
+    log.warning("request %s failed alone: %s: %s", req.id, type(e).__name__, e)
+    return f"generation failed for this request ({type(e).__name__})"

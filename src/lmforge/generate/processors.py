@@ -45,6 +45,7 @@ class TopP:
         cumulative = sorted_logits.softmax(-1).cumsum(-1)
         # Drop a token when the tokens before it already reach p; the most likely token always stays.
         drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= self.p
+        drop_sorted[:, 0] = False  # even when rounding makes the first token's "before" reach p
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         return logits.masked_fill(drop, float("-inf"))
 

@@ -11,10 +11,25 @@ from ..models import PreTrainedModel
 from .batch import Batcher, Choice
 from .processors import LogitBias, Penalties, Pipeline, Temperature, TopK, TopP
 
+# Numerical floors, as vLLM's SamplingParams has them: a temperature this small divides logits into
+# overflow (1e-38 makes inf, then NaN after softmax), and means greedy anyway; a top_p this small keeps only
+# the most likely token, which the floor still does, without comparing against a float32 denormal.
+TEMPERATURE_FLOOR = 1e-5
+TOP_P_FLOOR = 1e-6
+
+
+class SamplingError(ValueError):
+    """A setting out of range or in conflict with another; `param` names it (as data, for the API's 400)."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(f"{param} {message}")
+        self.param = param
+
 
 @dataclass
 class SamplingParams:
-    """The OpenAI sampling settings. temperature 0 means greedy."""
+    """The OpenAI sampling settings. temperature 0 means greedy (as does any temperature below
+    TEMPERATURE_FLOOR); top_p below TOP_P_FLOOR is raised to it."""
 
     max_tokens: int = 16
     temperature: float = 1.0
@@ -46,6 +61,7 @@ class SamplingParams:
             ("logit_bias", all(-100 <= v <= 100 for v in self.logit_bias.values()), "values must be in [-100, 100]"),
             ("stop", len(self.stop) <= 8, "takes at most 8 sequences (4 from the request, 4 from a chat template)"),
             ("num_beams", 1 <= self.num_beams <= 16, "must be between 1 and 16"),
+            ("length_penalty", -10 <= self.length_penalty <= 10, "must be between -10 and 10"),
             ("early_stopping", self.early_stopping in (True, False, "never"), "must be true, false or 'never'"),
         ]
         if self.num_beams > 1:
@@ -57,7 +73,10 @@ class SamplingParams:
             ]
         for name, ok, why in checks:
             if not ok:
-                raise ValueError(f"{name} {why}")
+                raise SamplingError(name, why)
+        if self.temperature < TEMPERATURE_FLOOR:
+            self.temperature = 0.0
+        self.top_p = max(self.top_p, TOP_P_FLOOR)
 
     @property
     def rows(self) -> int:

@@ -82,22 +82,64 @@ class AuditLog:
         if clash:
             raise AuditError(f"reserved audit fields: {', '.join(sorted(clash))}")
         body = _redact(fields) if self.redact else dict(fields)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+b") as f:
+        with self._open() as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
-                last = _last_line(f)
-                prev, seq = (GENESIS, 0) if last is None else (last["hash"], last["seq"] + 1)
-                record = {"seq": seq, "time": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-                          "event": event, **body, "prev": prev}
-                record["hash"] = self._digest(record)
-                f.seek(0, os.SEEK_END)
-                f.write((json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
+                last = self._recovered_last(f)
+                return self._write(f, last, event, body)
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+    def repair(self) -> dict | None:
+        """Cut a torn last line off now (what `append` would do first); returns what was done, or None."""
+        if not self.path.exists():
+            return None
+        with self._open() as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                before = self.recovered
+                self._recovered_last(f)
+                return self.recovered if self.recovered is not before else None
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _open(self):
+        """The log for appending, created private (0600, in a 0700 folder when that is new)."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return open(self.path, "a+b", opener=lambda path, flags: os.open(path, flags, 0o600))
+
+    def _write(self, f, last: dict | None, event: str, body: dict) -> dict:
+        prev, seq = (GENESIS, 0) if last is None else (last["hash"], last["seq"] + 1)
+        record = {"seq": seq, "time": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                  "event": event, **body, "prev": prev}
+        record["hash"] = self._digest(record)
+        f.seek(0, os.SEEK_END)
+        f.write((json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
         return record
+
+    def _recovered_last(self, f) -> dict | None:
+        """The last record; when the file ends in a torn line (a crash mid-write: no newline, or not JSON),
+        that line is cut off and an `audit_recovered` record saying so is appended first, so one torn write
+        never stops every later generation from being audited. Refuses (AuditError) when what precedes the
+        torn line is not a record either: that is damage or tampering, for `verify` to report."""
+        try:
+            last = _last_line(f)
+            if last is None or _ends_with_newline(f):
+                return last
+            f.seek(0, os.SEEK_END)  # a whole record that lost only its newline: keep it
+            f.write(b"\n")
+            return last
+        except AuditError:
+            pass
+        size, keep = _torn_tail(f)
+        last = _last_line_before(f, keep)
+        os.ftruncate(f.fileno(), keep)
+        self.recovered = {"dropped_bytes": size - keep, "at": datetime.now(timezone.utc).isoformat()}
+        return self._write(f, last, "audit_recovered", {"dropped_bytes": size - keep, "reason": "torn last line"})
+
+    recovered: dict | None = None  # set when this process cut a torn tail off the log
 
     def log_generation(self, *, model: str, prompt: str, completion: str, key_id: str | None = None,
                        bot: str | None = None, params: dict | None = None, prompt_tokens: int = 0,
@@ -172,6 +214,40 @@ def _last_line(f) -> dict | None:
         return json.loads(last)
     except json.JSONDecodeError:
         raise AuditError(f"{f.name}: the last line is not an audit record; run `lmforge audit log --verify`") from None
+
+
+def _ends_with_newline(f) -> bool:
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) == b"\n"
+
+
+def _torn_tail(f) -> tuple[int, int]:
+    """(file size, offset just after the last newline that precedes the torn line)."""
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    data = b""
+    pos = size
+    body_end = size - 1 if size and _ends_with_newline(f) else size  # a torn line may still end in a newline
+    while pos > 0:
+        step = min(4096, pos)
+        pos -= step
+        f.seek(pos)
+        data = f.read(step) + data
+        cut = data.rfind(b"\n", 0, body_end - pos)
+        if cut >= 0:
+            return size, pos + cut + 1
+    return size, 0
+
+
+def _last_line_before(f, end: int) -> dict | None:
+    if end == 0:
+        return None
+    f.seek(max(0, end - 1_000_000))
+    lines = f.read(end - max(0, end - 1_000_000)).rstrip(b"\n").split(b"\n")
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError:
+        raise AuditError(f"{f.name}: the last two lines are not audit records; run `lmforge audit log --verify`") from None
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:

@@ -14,9 +14,12 @@ from ..store import Database
 from . import errors
 from .accounting import load_prices
 from .auth import create_key, find_key
+from .engine import QueueLimits
 from .served import ServedModel, load_served
 from .metrics import Metrics
+from .middleware import OpsGate, Overload, RequestContext
 from .routes import health, moderations, openai, usage, watermark
+from .service import GenerationService
 from .serving import AppState
 from .settings import Settings
 
@@ -60,10 +63,12 @@ def create_app(settings: Settings | None = None, models: list[ServedModel] | Non
                 create_key(db, f"bootstrap-{int(time.time())}", key=secret)
         metrics = Metrics()
         served = models if models is not None else load_models(settings)
+        limits = QueueLimits(settings.max_queued_requests, settings.max_queued_tokens, settings.max_queue_wait_s)
         for m in served:
-            m.start(metrics, settings.max_batch_rows)
-        app.state.lmforge = AppState(settings, db, load_prices(settings.prices_file), metrics,
-                                     {m.name: m for m in served})
+            m.start(metrics, settings.max_batch_rows, limits)
+        state = app.state.lmforge = AppState(settings, db, load_prices(settings.prices_file), metrics,
+                                             {m.name: m for m in served})
+        state.service = GenerationService(state)
         log.info("serving %s", ", ".join(m.name for m in served))
         try:
             yield
@@ -76,7 +81,9 @@ def create_app(settings: Settings | None = None, models: list[ServedModel] | Non
                   description="OpenAI-compatible API for the models on this machine.")
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
-    app.add_middleware(RequestMetrics)
+    app.add_middleware(OpsGate, access=settings.ops_access)
+    app.add_middleware(Overload)
+    app.add_middleware(RequestContext)  # added last: outermost, so every answer has its x-request-id
     app.include_router(openai.router)
     app.include_router(usage.router)
     app.include_router(moderations.router)
@@ -85,31 +92,3 @@ def create_app(settings: Settings | None = None, models: list[ServedModel] | Non
     from ..studio import install as install_studio  # studio: console under /studio, bot channels under /bots
     install_studio(app)
     return app
-
-
-class RequestMetrics:
-    """ASGI middleware: count requests by endpoint and status, and time them to their last byte."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
-            return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), 500
-
-        async def watch(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        finally:
-            state = getattr(scope["app"].state, "lmforge", None) if "app" in scope else None
-            if state is not None:
-                endpoint = scope["path"][len("/v1/"):].split("/")[0] if not scope["path"].startswith("/v1/chat") \
-                    else "chat/completions"
-                state.metrics.requests.labels(endpoint, str(status)).inc()
-                state.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)

@@ -43,8 +43,6 @@ def serve(
     database_url: DbOption = None,
 ) -> None:
     """Start the OpenAI-compatible API server."""
-    import uvicorn
-
     from .app import create_app, load_models
     from .auth import create_key, list_keys
 
@@ -71,7 +69,9 @@ def serve(
                       f"context, {m.card.quantization if m.card.quantization != 'none' else 'float'} weights")
     console.print(f"lmforge serves {len(models)} models at [bold]{url}/v1[/]; the studio is at [bold]{url}/studio[/]")
     console.print(f'    try: curl {url}/v1/models -H "Authorization: Bearer $KEY"')
-    uvicorn.run(create_app(settings, models), host=settings.host, port=settings.port, log_level="warning")
+    from .server import run
+
+    run(create_app(settings, models), settings)  # uvicorn with timeouts and connection limits (server.py)
 
 
 PolicyFile = Annotated[Optional[Path], typer.Option("--policy", help="Filter policy (YAML; see docs/responsible-ai.md).")]

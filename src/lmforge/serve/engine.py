@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import queue
 import threading
 from dataclasses import dataclass
@@ -24,6 +25,22 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------- engine
 
 
+class GenerationError(RuntimeError):
+    """This request's generation failed (its batch-mates carry on); the message is safe to show."""
+
+
+class Overloaded(RuntimeError):
+    """The queue is full, or a request waited in it past its deadline: answer 503 with Retry-After."""
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(RuntimeError):
+    """A request ran past its deadline; it was stopped (what it generated is billed)."""
+
+
 @dataclass
 class _Submission:
     id: str
@@ -31,22 +48,40 @@ class _Submission:
     params: SamplingParams
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue
+    tokens: int  # prompt + most completion tokens: its weight in the queue's token bound
+    deadline: float | None  # time.monotonic() by which it must finish
+    queue_deadline: float | None  # ... and by which it must have joined the batch
+    queued: bool = True
+
+
+@dataclass
+class QueueLimits:
+    """Backpressure (TGI's --max-concurrent-requests, per model): requests waiting to join the batch, and the
+    tokens they may cost, are bounded; more are refused at once rather than left to queue."""
+
+    requests: int = 128
+    tokens: int = 200_000  # prompt + max_tokens of the waiting requests
+    wait_s: float = 10.0  # a request still waiting after this is refused (503) instead of served late
 
 
 class Engine:
-    """Runs a Batcher in a thread. `generate()` is the async face: an iterator of RequestOutputs."""
+    """Runs a Batcher in a thread. `submit()` is the async face: one iterator of RequestOutputs per prompt."""
 
     def __init__(self, name: str, model, tokenizer, metrics: Metrics | None = None, max_rows: int = 64,
-                 stop_ids: frozenset[int] = frozenset()):
+                 stop_ids: frozenset[int] = frozenset(), limits: QueueLimits | None = None):
         self.name = name
         self.batcher = Batcher(model, tokenizer, stop_ids)
         self.metrics = metrics
         self.max_rows = max_rows
+        self.limits = limits or QueueLimits()
         self._inbox: queue.Queue = queue.Queue()
         self._pending: list[_Submission] = []
         self._running: dict[str, _Submission] = {}
         self._ids = itertools.count()
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards the two queue counters, updated from the loop and the thread
+        self._queued_requests = self._queued_tokens = 0
+        self.steps = 0  # decoding steps so far (tests: "stopped within a step")
         self._thread = threading.Thread(target=self._loop, name=f"engine-{name}", daemon=True)
 
     def start(self) -> "Engine":
@@ -58,16 +93,46 @@ class Engine:
         self._inbox.put(None)
         self._thread.join(timeout=10)
 
-    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
-        """Submit a request and yield what each decoding step produced for it, until it finishes."""
+    @property
+    def queued(self) -> tuple[int, int]:
+        """(requests, tokens) waiting to join the batch."""
+        return self._queued_requests, self._queued_tokens
+
+    def submit(self, prompts: list[tuple[list[int], SamplingParams]],
+               timeout_s: float | None = None) -> list[AsyncIterator[RequestOutput]]:
+        """Queue one request's prompts, all or none: raises Overloaded when the queue is full. Each iterator
+        yields what each decoding step produced for its prompt until it finishes; closing it early (the
+        client went away) takes the prompt out of the batch at the next step."""
         loop = asyncio.get_running_loop()
-        sub = _Submission(f"{self.name}-{next(self._ids)}", prompt_ids, params, loop, asyncio.Queue())
-        self._inbox.put(("add", sub))
+        weights = [len(ids) + params.max_tokens * params.rows for ids, params in prompts]
+        now = time.monotonic()
+        with self._lock:
+            busy = self._queued_requests > 0
+            if busy and (self._queued_requests + len(prompts) > self.limits.requests
+                         or self._queued_tokens + sum(weights) > self.limits.tokens):
+                raise Overloaded(f"The server is busy: {self._queued_requests} requests are waiting for "
+                                 f"'{self.name}'. Retry shortly.", retry_after=self._retry_after())
+            self._queued_requests += len(prompts)
+            self._queued_tokens += sum(weights)
+        subs = [_Submission(f"{self.name}-{next(self._ids)}", ids, params, loop, asyncio.Queue(), w,
+                            now + timeout_s if timeout_s else None, now + self.limits.wait_s)
+                for (ids, params), w in zip(prompts, weights)]
+        for sub in subs:
+            self._inbox.put(("add", sub))
+        return [self._results(sub) for sub in subs]
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+        """One prompt (see `submit`)."""
+        async for item in self.submit([(prompt_ids, params)])[0]:
+            yield item
+
+    async def _results(self, sub: _Submission) -> AsyncIterator[RequestOutput]:
         done = False
         try:
             while True:
                 item = await sub.out.get()
                 if isinstance(item, BaseException):
+                    done = True  # the engine has already let it go
                     raise item
                 yield item
                 if item.finished:
@@ -77,22 +142,34 @@ class Engine:
             if not done:  # the client went away, or the consumer stopped early
                 self._inbox.put(("abort", sub.id))
 
+    def _retry_after(self) -> int:
+        return max(1, min(30, math.ceil(self._queued_requests / max(1, self.max_rows))))
+
+    def _dequeue(self, sub: _Submission) -> None:
+        if sub.queued:
+            sub.queued = False
+            with self._lock:
+                self._queued_requests -= 1
+                self._queued_tokens -= sub.tokens
+
     # ----------------------------------------------------------------------------- engine thread
 
     def _loop(self) -> None:
         torch.set_grad_enabled(False)
         while not self._stop.is_set():
             self._drain(block=not self.batcher.has_work and not self._pending)
+            self._expire()
             self._admit()
             if not self.batcher.has_work:
                 continue
             try:
                 outputs = self.batcher.step()
+                self.steps += 1
             except Exception as e:  # a model error fails the requests in the batch, not the server
                 log.exception("decoding step failed for %s", self.name)
                 for sub in list(self._running.values()):
                     self.batcher.abort(sub.id)
-                    self._send(sub, RuntimeError(f"generation failed: {type(e).__name__}"))
+                    self._send(sub, GenerationError(f"generation failed: {type(e).__name__}"))
                 self._running.clear()
                 continue
             if self.metrics:
@@ -101,7 +178,7 @@ class Engine:
                 sub = self._running.get(out.request_id)
                 if sub is None:
                     continue
-                self._send(sub, out)
+                self._send(sub, GenerationError(out.error) if out.error else out)  # that request only
                 if out.finished:
                     del self._running[out.request_id]
             self._gauges()
@@ -119,15 +196,31 @@ class Engine:
             if action == "add":
                 self._pending.append(arg)
             else:  # abort
+                for sub in [s for s in self._pending if s.id == arg]:
+                    self._dequeue(sub)
                 self._pending = [s for s in self._pending if s.id != arg]
                 if self._running.pop(arg, None) is not None:
                     self.batcher.abort(arg)
+
+    def _expire(self) -> None:
+        """Refuse requests that waited too long to join, and stop those running past their deadline."""
+        now = time.monotonic()
+        for sub in [s for s in self._pending if s.queue_deadline is not None and now > s.queue_deadline]:
+            self._pending.remove(sub)
+            self._dequeue(sub)
+            self._send(sub, Overloaded(f"The request waited more than {self.limits.wait_s:g} s for '{self.name}'; "
+                                       "the server is busy. Retry shortly.", retry_after=self._retry_after()))
+        for sub in [s for s in self._running.values() if s.deadline is not None and now > s.deadline]:
+            del self._running[sub.id]
+            self.batcher.abort(sub.id)
+            self._send(sub, DeadlineExceeded("The request ran past the server's time limit and was stopped."))
 
     def _admit(self) -> None:
         """Move pending requests into the batcher while the batch has room (one too big request always runs)."""
         rows = self.batcher.num_rows + sum(r.params.rows for r in self.batcher.waiting)
         while self._pending and (rows + self._pending[0].params.rows <= self.max_rows or not self._running):
             sub = self._pending.pop(0)
+            self._dequeue(sub)
             try:
                 self.batcher.add(sub.id, sub.prompt_ids, sub.params)
             except Exception as e:

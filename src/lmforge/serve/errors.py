@@ -26,6 +26,15 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+class ParamError(ValueError):
+    """Raised inside request validation: `param` (relative to where it was raised) names the parameter, as
+    data, so the 400 can carry it without parsing the message."""
+
+    def __init__(self, param: str | None, message: str):
+        super().__init__(message)
+        self.param = param
+
+
 def model_not_found(name: str) -> APIError:
     return APIError(404, f"The model '{name}' does not exist; GET /v1/models lists the models served here.",
                     param="model", code="model_not_found")
@@ -52,6 +61,12 @@ def validation_error(exc: RequestValidationError) -> APIError:
         return APIError(400, "The request needs a JSON body.", code="invalid_json")
     param = _param(tuple(first["loc"]))
     msg = first["msg"].removeprefix("Value error, ")
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, ParamError):
+        rel = cause.param or ""
+        param = (param + (rel if rel.startswith("[") else "." + rel)) if param and rel else (param or rel or None)
+        return APIError(400, f"Invalid value for '{param}': {cause}." if param else f"Invalid request: {cause}.",
+                        param=param, code="invalid_value")
     if first["type"] == "missing":
         return APIError(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
     return APIError(400, f"Invalid value for '{param}': {msg}.", param=param, code="invalid_value")
@@ -101,6 +116,8 @@ class BodyLimit:
         while True:
             message = await receive()
             messages.append(message)
+            if message["type"] == "http.disconnect":
+                return  # the client left (or was cut off as too slow) mid-body: nobody to answer
             if message["type"] != "http.request":
                 break
             seen += len(message.get("body", b""))

@@ -1,14 +1,23 @@
 """OpenAI request and response models, fields in the order of OpenAI's API reference.
 
 Requests validate ranges here, so a bad value answers 400 naming the parameter before any work starts.
-Unknown request fields are ignored (clients send newer fields than this server knows)."""
+Unknown request fields are ignored (clients send newer fields than this server knows). Types are strict, as
+JSON has them (`"stream": "yes"` is a 400, not true), and no text may hold a lone surrogate (`"\ud800"` is
+valid JSON but not Unicode that can be encoded, tokenized or logged). A request turns itself into the
+engine's `SamplingParams` in one place, `SamplingFields.to_sampling_params`."""
 from __future__ import annotations
 
 import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+
+from ..generate import SamplingParams
+from ..generate.sampling import SamplingError
+from .errors import APIError, ParamError
+
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes: 64 bits, signed or not
 
 from .cards import ModelFacts
 
@@ -21,8 +30,39 @@ def now() -> int:
     return int(time.time())
 
 
+def invalid_text(value: Any, path: str = "") -> str | None:
+    """The path ('messages[0].content', '' for `value` itself) of the first string, or dict key, in `value`
+    that is not valid Unicode (a lone surrogate); None when all text is valid."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if isinstance(k, str) and invalid_text(k) is not None:
+                return path
+            if (bad := invalid_text(v, sub)) is not None:
+                return bad
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            if (bad := invalid_text(v, f"{path}[{i}]")) is not None:
+                return bad
+    return None
+
+
 class Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data):
+        bad = invalid_text(data)
+        if bad is not None:
+            raise ParamError(bad or None, "contains invalid Unicode (a lone surrogate); send UTF-8 text")
+        return data
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -42,7 +82,7 @@ class ErrorResponse(BaseModel):
 # ------------------------------------------------------------------------------------------- shared
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(Request):
     include_usage: bool = False
 
 
@@ -60,7 +100,7 @@ class SamplingFields(Request):
     max_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1, le=16)
     presence_penalty: float = Field(0.0, ge=-2, le=2)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -69,11 +109,47 @@ class SamplingFields(Request):
     top_k: int = Field(0, ge=0)  # not OpenAI's; vLLM and others accept it
     # lmforge's beam search (T5 and GPT-2 models): the n best of num_beams beams, as transformers' generate
     num_beams: int = Field(1, ge=1, le=16)
-    length_penalty: float = 1.0
+    length_penalty: float = Field(1.0, ge=-10, le=10)  # beyond, length ** penalty under/overflows
     early_stopping: bool | str = False
     user: str | None = None
     watermark: bool = False  # lmforge's: true asks for the green-list watermark (a key's policy may also force it)
     check_copying: bool = False  # lmforge's: report each choice's longest verbatim overlap with the server's corpus
+
+    def to_sampling_params(self, *, prompt_len: int, prompt_param: str, context: int, vocab: int,
+                           max_tokens: int | None, logprobs: int | None, beams: bool, model: str,
+                           extra_stop: list[str] = (), processors: tuple = ()) -> SamplingParams:
+        """The engine's settings for one prompt of `prompt_len` tokens on a model with `context` positions and
+        `vocab` tokens (`beams`: whether it can beam-search): every check that needs the model, with errors
+        that name their parameter."""
+        if prompt_len >= context:
+            raise APIError(400, f"This model's maximum context length is {context} tokens, but the prompt has "
+                                f"{prompt_len} tokens. Shorten the prompt.", param=prompt_param,
+                           code="context_length_exceeded")
+        if max_tokens is None:
+            max_tokens = context - prompt_len
+        elif prompt_len + max_tokens > context:
+            raise APIError(400, f"This model's maximum context length is {context} tokens, but you requested "
+                                f"{prompt_len + max_tokens} tokens ({prompt_len} in the prompt, {max_tokens} for the "
+                                "completion). Reduce max_tokens or the prompt.", param="max_tokens",
+                           code="context_length_exceeded")
+        bias = {int(k): v for k, v in (self.logit_bias or {}).items()}
+        bad = [t for t in bias if not 0 <= t < vocab]
+        if bad:
+            raise APIError(400, f"Invalid value for 'logit_bias': token id {bad[0]} is outside the vocabulary (0 to "
+                                f"{vocab - 1}).", param="logit_bias", code="invalid_value")
+        if self.num_beams > 1 and not beams:
+            raise APIError(400, f"Invalid value for 'num_beams': beam search is not supported for '{model}'.",
+                           param="num_beams", code="unsupported_parameter")
+        try:
+            return SamplingParams(
+                max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty, logit_bias=bias,
+                stop=list(self.stop or []) + list(extra_stop), n=self.n, seed=self.seed, logprobs=logprobs,
+                extra_processors=processors, num_beams=self.num_beams, length_penalty=self.length_penalty,
+                early_stopping=self.early_stopping,
+            )
+        except SamplingError as e:  # settings that conflict (beam search with sampling settings)
+            raise APIError(400, f"Invalid value for '{e.param}': {e}.", param=e.param, code="invalid_value") from None
 
     @field_validator("stop")
     @classmethod
@@ -294,7 +370,7 @@ class UsageReport(BaseModel):
     total_cost_usd: float
 
 
-class ModerationRequest(BaseModel):
+class ModerationRequest(Request):
     """POST /v1/moderations (the response is safety.moderation's OpenAI-shaped dict)."""
 
     input: str | list[str]

@@ -15,7 +15,7 @@ from ..chat_template import ChatTemplate, end_of_sequence_ids, template_for
 from ..generate import context_length
 from ..models.quantize import calibration_text, quantize
 from .cards import ModelFacts, facts
-from .engine import Engine
+from .engine import Engine, QueueLimits
 from .metrics import Metrics
 
 EMBEDDING_FAMILIES = ("bert", "roberta")
@@ -40,10 +40,10 @@ class ServedModel:
     def context_length(self) -> int:
         return self.card.context_length
 
-    def start(self, metrics: Metrics | None, max_rows: int) -> "ServedModel":
+    def start(self, metrics: Metrics | None, max_rows: int, limits: QueueLimits | None = None) -> "ServedModel":
         if self.kind == "generate" and self.engine is None:
             stop_ids = end_of_sequence_ids(self.model, self.tokenizer, self.chat_template)
-            self.engine = Engine(self.name, self.model, self.tokenizer, metrics, max_rows, stop_ids).start()
+            self.engine = Engine(self.name, self.model, self.tokenizer, metrics, max_rows, stop_ids, limits).start()
         return self
 
     def stop(self) -> None:

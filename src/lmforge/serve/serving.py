@@ -1,28 +1,34 @@
-"""What the OpenAI routes do once a request is parsed: check it against the model, count it against the
-key's limits, run it on the engine, and shape the answer (a JSON body or server-sent events)."""
+"""What the OpenAI routes do once a request is parsed: turn it into a job for the generation service
+(service.py, which owns admission, policy, engine, metering and audit) and shape what comes back as OpenAI's
+JSON body or server-sent events. Embeddings are metered here (no text is generated)."""
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
-import time
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import TYPE_CHECKING
 
+import anyio
 import numpy as np
 import torch
+from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from ..chat_template import ChatTemplateError
-from ..generate import BEAM_FAMILIES, Choice, SamplingParams, TokenLogprob
-from ..store import ApiKey, Database
+from ..generate import BEAM_FAMILIES, SamplingParams, TokenLogprob
+from ..store import Database
 from . import accounting, protocol as p
 from .accounting import PriceTable
 from .served import ServedModel
 from .errors import APIError, model_not_found
 from .metrics import Metrics
+from .service import Caller, Completed, Delta, Generation, Job
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .service import GenerationService
 
 
 @dataclass
@@ -32,6 +38,8 @@ class AppState:
     prices: PriceTable
     metrics: Metrics
     models: dict[str, ServedModel]
+    service: "GenerationService | None" = None
+    degraded: dict[str, str] | None = None  # component -> why, reported by /health
 
     def model(self, name: str, kind: str) -> ServedModel:
         served = self.models.get(name)
@@ -48,40 +56,11 @@ class AppState:
 
 
 def _sampling(req: p.SamplingFields, served: ServedModel, prompt_len: int, prompt_param: str,
-              max_tokens: int | None, logprobs: int | None, extra_stop: list[str] = (),
-              processors: tuple = ()) -> SamplingParams:
-    ctx = served.context_length
-    if prompt_len >= ctx:
-        raise APIError(400, f"This model's maximum context length is {ctx} tokens, but the prompt has {prompt_len} "
-                            "tokens. Shorten the prompt.", param=prompt_param, code="context_length_exceeded")
-    if max_tokens is None:
-        max_tokens = ctx - prompt_len
-    elif prompt_len + max_tokens > ctx:
-        raise APIError(400, f"This model's maximum context length is {ctx} tokens, but you requested "
-                            f"{prompt_len + max_tokens} tokens ({prompt_len} in the prompt, {max_tokens} for the "
-                            "completion). Reduce max_tokens or the prompt.", param="max_tokens",
-                       code="context_length_exceeded")
-    vocab = served.model.config.vocab_size
-    bias = {int(k): v for k, v in (req.logit_bias or {}).items()}
-    bad = [t for t in bias if not 0 <= t < vocab]
-    if bad:
-        raise APIError(400, f"Invalid value for 'logit_bias': token id {bad[0]} is outside the vocabulary (0 to "
-                            f"{vocab - 1}).", param="logit_bias", code="invalid_value")
-    if req.num_beams > 1 and served.model.family not in BEAM_FAMILIES:
-        raise APIError(400, f"Invalid value for 'num_beams': beam search is not supported for '{served.name}' (a "
-                            f"{served.model.family} model); it is for {' and '.join(BEAM_FAMILIES)} models.",
-                       param="num_beams", code="unsupported_parameter")
-    try:
-        return SamplingParams(
-            max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
-            presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty, logit_bias=bias,
-            stop=list(req.stop or []) + list(extra_stop), n=req.n, seed=req.seed, logprobs=logprobs,
-            extra_processors=processors, num_beams=req.num_beams, length_penalty=req.length_penalty,
-            early_stopping=req.early_stopping,
-        )
-    except ValueError as e:  # settings that conflict (beam search with sampling settings): "<field> <why>"
-        field = str(e).split()[0]
-        raise APIError(400, f"Invalid value for '{field}': {e}.", param=field, code="invalid_value") from None
+              max_tokens: int | None, logprobs: int | None, extra_stop: list[str] = ()) -> SamplingParams:
+    return req.to_sampling_params(
+        prompt_len=prompt_len, prompt_param=prompt_param, context=served.context_length,
+        vocab=served.model.config.vocab_size, max_tokens=max_tokens, logprobs=logprobs,
+        beams=served.model.family in BEAM_FAMILIES, model=served.name, extra_stop=extra_stop)
 
 
 def _prompt_ids(prompt, tokenizer, vocab: int) -> list[tuple[str, list[int]]]:
@@ -109,49 +88,12 @@ def _prompt_ids(prompt, tokenizer, vocab: int) -> list[tuple[str, list[int]]]:
     return out
 
 
-async def _collect(served: ServedModel, ids: list[int], params: SamplingParams) -> list[Choice]:
-    choices = [Choice("", [], None, [] if params.logprobs is not None else None) for _ in range(params.n)]
-    async for out in served.engine.generate(ids, params):
-        for c, d in zip(choices, out.deltas):
-            c.text += d.text
-            c.token_ids += d.token_ids
-            c.finish_reason = d.finish_reason or c.finish_reason
-            if d.logprobs:
-                c.logprobs.extend(d.logprobs)
-    return choices
+AUDITED = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "n", "seed", "stop",
+           "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "echo", "stream")
 
 
-async def _merge(streams: list[AsyncIterator]) -> AsyncIterator[tuple[int, object]]:
-    """Interleave several async iterators as items arrive: (which, item)."""
-    if len(streams) == 1:
-        async for item in streams[0]:
-            yield 0, item
-        return
-    queue: asyncio.Queue = asyncio.Queue()
-    end = object()
-
-    async def pump(i, stream):
-        try:
-            async for item in stream:
-                await queue.put((i, item))
-            await queue.put((i, end))
-        except Exception as e:
-            await queue.put((i, e))
-
-    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
-    try:
-        left = len(tasks)
-        while left:
-            i, item = await queue.get()
-            if item is end:
-                left -= 1
-            elif isinstance(item, Exception):
-                raise item
-            else:
-                yield i, item
-    finally:
-        for t in tasks:
-            t.cancel()
+def _audited(req) -> dict:
+    return {k: v for k, v in req.model_dump(include=set(AUDITED)).items() if v is not None}
 
 
 def _token(tokenizer, token_id: int) -> str:
@@ -185,40 +127,9 @@ def _sse(obj) -> str:
     return f"data: {data}\n\n"
 
 
-class _Accounting:
-    """Counts a request's tokens while it runs and records them (usage, cost, metrics) exactly once."""
-
-    def __init__(self, state: AppState, key: ApiKey, model: str, endpoint: str, prompt_tokens: int):
-        self.state, self.key, self.model, self.endpoint = state, key, model, endpoint
-        self.prompt_tokens, self.completion_tokens = prompt_tokens, 0
-        self.start = time.perf_counter()
-        self.first_token_at: float | None = None
-        self.done = False
-
-    def tokens(self, n: int) -> None:
-        if n and self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-            self.state.metrics.ttft.labels(self.model).observe(self.first_token_at - self.start)
-        self.completion_tokens += n
-
-    async def finish(self) -> None:
-        if self.done:
-            return
-        self.done = True
-        m = self.state.metrics
-        m.tokens.labels(self.model, "prompt").inc(self.prompt_tokens)
-        m.tokens.labels(self.model, "completion").inc(self.completion_tokens)
-        await run_in_threadpool(accounting.record, self.state.db, self.state.prices, self.key.id, self.model,
-                                self.endpoint, self.prompt_tokens, self.completion_tokens)
-
-
-async def _admit(state: AppState, key: ApiKey, prompt_tokens: int) -> None:
-    await run_in_threadpool(accounting.admit, state.db, key, prompt_tokens)
-
-
-def _usage(acct: _Accounting) -> p.Usage:
-    return p.Usage(prompt_tokens=acct.prompt_tokens, completion_tokens=acct.completion_tokens,
-                   total_tokens=acct.prompt_tokens + acct.completion_tokens)
+def _usage(gen: Generation) -> p.Usage:
+    return p.Usage(prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
+                   total_tokens=gen.prompt_tokens + gen.completion_tokens)
 
 
 def _error_event(e: Exception) -> str:
@@ -226,11 +137,83 @@ def _error_event(e: Exception) -> str:
     return f"data: {json.dumps(err.body())}\n\n"
 
 
+class EventStream(StreamingResponse):
+    """Server-sent events whose iterator is always closed when the response ends, however it ends: Starlette
+    cancels a stream whose client went away, which can leave the iterator suspended (and its generation
+    running, unbilled) until garbage collection."""
+
+    def __init__(self, content, headers: dict | None = None):
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
+
+
+async def _unless_disconnected(request: Request | None, work):
+    """Await `work` (a non-streamed generation), cancelling it when the client disconnects, so a request
+    nobody waits for stops at the next step (and is billed for what it made)."""
+    if request is None:
+        return await work
+    task = asyncio.ensure_future(work)
+
+    async def watch():
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                task.cancel()
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not watcher.done() or watcher.cancelled():
+            raise  # we are being cancelled ourselves
+        # nobody is listening; answer something short rather than let the cancellation escape as a traceback
+        return APIError(499, "The client closed the request.", code="client_closed_request").response()
+    finally:
+        watcher.cancel()
+
+
+async def _primed(request: Request | None, gen: Generation):
+    """(the first step of deltas, the rest, None), or (.., .., a response) when the client left first. Waiting
+    for the first step before answering means a request refused or failed before its first token (a full
+    queue, a deadline) gets a real HTTP status, not a 200 stream that ends in an error event."""
+    steps = gen.deltas()
+
+    async def first():
+        try:
+            return [await steps.__anext__()]
+        except StopAsyncIteration:
+            return []
+
+    got = await _unless_disconnected(request, first())
+    if not isinstance(got, list):
+        await steps.aclose()
+        return [], steps, got
+    return got, steps, None
+
+
+async def _chain(first: list, rest):
+    for step in first:
+        yield step
+    async for step in rest:
+        yield step
+
+
+def _json(body, gen: Generation):
+    """A pydantic response body with the generation's headers (rate limits, moderation)."""
+    return JSONResponse(body.model_dump(mode="json"), headers=gen.headers)
+
+
 # ----------------------------------------------------------------------------------------- completions
 
 
-async def completions(state: AppState, key: ApiKey, req: p.CompletionRequest, processors: tuple = ()):
-    """`processors`: extra logits processors for every choice (the safety layer's watermark)."""
+async def completions(state: AppState, caller: Caller, req: p.CompletionRequest, request: Request | None = None):
     served = state.model(req.model, "generate")
     if req.suffix:
         raise APIError(400, "Invalid value for 'suffix': suffixes (insertion) are not supported.", param="suffix",
@@ -238,69 +221,76 @@ async def completions(state: AppState, key: ApiKey, req: p.CompletionRequest, pr
     if req.best_of not in (None, req.n):
         raise APIError(400, "Invalid value for 'best_of': only best_of equal to n is supported.", param="best_of",
                        code="unsupported_parameter")
+    if req.check_copying and req.stream:
+        raise APIError(400, "check_copying reports on whole completions, so it cannot be combined with stream.",
+                       param="check_copying")
     prompts = _prompt_ids(req.prompt, served.tokenizer, served.model.config.vocab_size)
-    params = [_sampling(req, served, len(ids), "prompt", req.max_tokens, req.logprobs, processors=processors)
-              for _, ids in prompts]
-    prompt_tokens = sum(len(ids) for _, ids in prompts)
-    await _admit(state, key, prompt_tokens)
-    acct = _Accounting(state, key, served.name, "completions", prompt_tokens)
-    rid, created = p.new_id("cmpl"), p.now()
-    tok = served.tokenizer
+    job = Job(served, "completions",
+              [(ids, _sampling(req, served, len(ids), "prompt", req.max_tokens, req.logprobs)) for _, ids in prompts],
+              texts=[text for text, _ in prompts], params=_audited(req), watermark=req.watermark,
+              check_copying=req.check_copying, param="prompt", echo=[text for text, _ in prompts] if req.echo else None)
+    gen = await state.service.start(caller, job)
+    rid, created, tok = p.new_id("cmpl"), p.now(), served.tokenizer
+    texts = [text for text, _ in prompts]
+
+    def echo(index: int) -> str:
+        return texts[index // req.n] if req.echo else ""
+
+    def choice(c: Completed | Delta, text: str, offset: int) -> p.CompletionChoice:
+        lp = _completion_logprobs(tok, c.logprobs, offset) if req.logprobs is not None and c.logprobs is not None \
+            else None
+        return p.CompletionChoice(text=text, index=c.index, logprobs=lp, finish_reason=c.finish_reason)
 
     if req.stream:
+        first, rest, gone = await _primed(request, gen)
+        if gone is not None:
+            return gone
+
         async def events():
             try:
-                streams = [served.engine.generate(ids, sp) for (_, ids), sp in zip(prompts, params)]
-                offsets = [[len(text) if req.echo else 0] * req.n for text, _ in prompts]
-                if req.echo:
-                    for i, (text, _) in enumerate(prompts):
-                        for j in range(req.n):
-                            yield _sse(p.CompletionResponse(id=rid, created=created, model=served.name, choices=[
-                                p.CompletionChoice(text=text, index=i * req.n + j)]))
-                async for i, out in _merge(streams):
+                offsets = {}
+                if req.echo and not gen.holds:  # a held stream sends each choice whole, echo included
+                    for i in range(len(texts) * req.n):
+                        offsets[i] = len(echo(i))
+                        yield _sse(p.CompletionResponse(id=rid, created=created, model=served.name, choices=[
+                            p.CompletionChoice(text=echo(i), index=i)]))
+                async for step in _chain(first, rest):
                     choices = []
-                    for j, d in enumerate(out.deltas):
-                        acct.tokens(len(d.token_ids))
-                        if not (d.text or d.finish_reason or (d.logprobs and req.logprobs is not None)):
-                            continue
-                        lp = None
-                        if req.logprobs is not None and d.logprobs:
-                            lp = _completion_logprobs(tok, d.logprobs, offsets[i][j])
-                            offsets[i][j] += sum(len(t) for t in lp.tokens)
-                        choices.append(p.CompletionChoice(text=d.text, index=i * req.n + j, logprobs=lp,
-                                                          finish_reason=d.finish_reason))
-                    if choices:
-                        yield _sse(p.CompletionResponse(id=rid, created=created, model=served.name, choices=choices))
-                await acct.finish()  # before [DONE], so a client that reads its usage next finds it
+                    for d in step:
+                        if gen.holds and req.echo:
+                            offsets[d.index] = len(echo(d.index))
+                        choices.append(choice(d, d.text, offsets.get(d.index, 0)))
+                        if choices[-1].logprobs:
+                            offsets[d.index] = offsets.get(d.index, 0) + sum(len(t) for t in choices[-1].logprobs.tokens)
+                    yield _sse(p.CompletionResponse(id=rid, created=created, model=served.name, choices=choices))
                 if req.stream_options and req.stream_options.include_usage:
                     yield _sse(p.CompletionResponse(id=rid, created=created, model=served.name, choices=[],
-                                                    usage=_usage(acct)))
+                                                    usage=_usage(gen)))
                 yield "data: [DONE]\n\n"
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - the stream has started: the error goes in it
                 yield _error_event(e)
             finally:
-                await acct.finish()
+                await rest.aclose()  # a client gone mid-stream: stop its generation now
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return EventStream(events(), headers=gen.headers)
 
-    try:
-        results = await asyncio.gather(*[_collect(served, ids, sp) for (_, ids), sp in zip(prompts, params)])
-        choices = []
-        for i, ((text, _), result) in enumerate(zip(prompts, results)):
-            for j, c in enumerate(result):
-                acct.tokens(len(c.token_ids))
-                lp = _completion_logprobs(tok, c.logprobs, len(text) if req.echo else 0) if c.logprobs is not None else None
-                choices.append(p.CompletionChoice(text=(text if req.echo else "") + c.text, index=i * req.n + j,
-                                                  logprobs=lp, finish_reason=c.finish_reason))
-    finally:
-        await acct.finish()
-    return p.CompletionResponse(id=rid, created=created, model=served.name, choices=choices, usage=_usage(acct))
+    results = await _unless_disconnected(request, gen.collect())
+    if not isinstance(results, list):
+        return results  # the client went away
+    choices = []
+    for c in results:  # their text includes the echoed prompt
+        ch = choice(c, c.text, len(echo(c.index)))
+        ch.copying = c.copying
+        choices.append(ch)
+    return _json(p.CompletionResponse(id=rid, created=created, model=served.name, choices=choices, usage=_usage(gen)),
+                 gen)
 
 
 # ------------------------------------------------------------------------------------ chat completions
 
 
-async def chat_completions(state: AppState, key: ApiKey, req: p.ChatCompletionRequest, processors: tuple = ()):
+async def chat_completions(state: AppState, caller: Caller, req: p.ChatCompletionRequest,
+                           request: Request | None = None):
     served = state.model(req.model, "generate")
     if req.tools:
         raise APIError(400, "Invalid value for 'tools': tool calling is not supported.", param="tools",
@@ -308,6 +298,9 @@ async def chat_completions(state: AppState, key: ApiKey, req: p.ChatCompletionRe
     if req.top_logprobs is not None and not req.logprobs:
         raise APIError(400, "Invalid value for 'top_logprobs': it needs 'logprobs' set to true.",
                        param="top_logprobs", code="invalid_value")
+    if req.check_copying and req.stream:
+        raise APIError(400, "check_copying reports on whole completions, so it cannot be combined with stream.",
+                       param="check_copying")
     messages = [{"role": m.role, "content": m.text()} for m in req.messages]
     template = served.chat_template
     try:
@@ -317,57 +310,54 @@ async def chat_completions(state: AppState, key: ApiKey, req: p.ChatCompletionRe
     ids = served.tokenizer.encode(prompt)
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
     params = _sampling(req, served, len(ids), "messages", req.max_completion_tokens or req.max_tokens, logprobs,
-                       template.stop, processors)
-    await _admit(state, key, len(ids))
-    acct = _Accounting(state, key, served.name, "chat.completions", len(ids))
-    rid, created = p.new_id("chatcmpl"), p.now()
-    tok = served.tokenizer
+                       template.stop)
+    job = Job(served, "chat.completions", [(ids, params)],
+              texts=[m.text() for m in req.messages if m.role != "assistant"], params=_audited(req),
+              watermark=req.watermark, check_copying=req.check_copying, param="messages")
+    gen = await state.service.start(caller, job)
+    rid, created, tok = p.new_id("chatcmpl"), p.now(), served.tokenizer
 
     if req.stream:
+        first, rest, gone = await _primed(request, gen)
+        if gone is not None:
+            return gone
+
         def chunk(choices, usage=None):
             return _sse(p.ChatCompletionChunk(id=rid, created=created, model=served.name, choices=choices, usage=usage))
 
         async def events():
             try:
                 yield chunk([p.ChatChunkChoice(index=j, delta=p.Delta(role="assistant", content="")) for j in range(req.n)])
-                async for out in served.engine.generate(ids, params):
-                    choices = []
-                    for j, d in enumerate(out.deltas):
-                        acct.tokens(len(d.token_ids))
-                        if not (d.text or d.finish_reason or (d.logprobs and req.logprobs)):
-                            continue
-                        lp = _chat_logprobs(tok, d.logprobs) if req.logprobs and d.logprobs else None
-                        choices.append(p.ChatChunkChoice(index=j, delta=p.Delta(content=d.text or None), logprobs=lp,
-                                                         finish_reason=d.finish_reason))
-                    if choices:
-                        yield chunk(choices)
-                await acct.finish()
+                async for step in _chain(first, rest):
+                    yield chunk([p.ChatChunkChoice(
+                        index=d.index, delta=p.Delta(content=d.text or None), finish_reason=d.finish_reason,
+                        logprobs=_chat_logprobs(tok, d.logprobs) if req.logprobs and d.logprobs else None)
+                        for d in step])
                 if req.stream_options and req.stream_options.include_usage:
-                    yield chunk([], _usage(acct))
+                    yield chunk([], _usage(gen))
                 yield "data: [DONE]\n\n"
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - the stream has started: the error goes in it
                 yield _error_event(e)
             finally:
-                await acct.finish()
+                await rest.aclose()  # a client gone mid-stream: stop its generation now
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return EventStream(events(), headers=gen.headers)
 
-    try:
-        result = await _collect(served, ids, params)
-        for c in result:
-            acct.tokens(len(c.token_ids))
-    finally:
-        await acct.finish()
-    choices = [p.ChatChoice(index=j, message=p.ResponseMessage(content=c.text), finish_reason=c.finish_reason,
-                            logprobs=_chat_logprobs(tok, c.logprobs) if c.logprobs is not None else None)
-               for j, c in enumerate(result)]
-    return p.ChatCompletionResponse(id=rid, created=created, model=served.name, choices=choices, usage=_usage(acct))
+    results = await _unless_disconnected(request, gen.collect())
+    if not isinstance(results, list):
+        return results
+    choices = [p.ChatChoice(index=c.index, message=p.ResponseMessage(content=c.text), finish_reason=c.finish_reason,
+                            logprobs=_chat_logprobs(tok, c.logprobs) if req.logprobs and c.logprobs is not None
+                            else None, copying=c.copying)
+               for c in results]
+    return _json(p.ChatCompletionResponse(id=rid, created=created, model=served.name, choices=choices,
+                                          usage=_usage(gen)), gen)
 
 
 # ------------------------------------------------------------------------------------------ embeddings
 
 
-async def embeddings(state: AppState, key: ApiKey, req: p.EmbeddingRequest):
+async def embeddings(state: AppState, caller: Caller, req: p.EmbeddingRequest):
     served = state.model(req.model, "embed")
     tok = served.tokenizer
     inputs = req.input
@@ -398,8 +388,8 @@ async def embeddings(state: AppState, key: ApiKey, req: p.EmbeddingRequest):
         raise APIError(400, f"Invalid value for 'dimensions': {served.name} makes {dim}-dimensional vectors and "
                             "cannot shorten them.", param="dimensions", code="invalid_value")
     prompt_tokens = sum(len(r) for r in ids)
-    await _admit(state, key, prompt_tokens)
-    acct = _Accounting(state, key, served.name, "embeddings", prompt_tokens)
+    reservation = await run_in_threadpool(accounting.reserve, state.db, caller.key, state.prices, served.name,
+                                          "embeddings", prompt_tokens, 0)
 
     def embed() -> np.ndarray:
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -412,11 +402,14 @@ async def embeddings(state: AppState, key: ApiKey, req: p.EmbeddingRequest):
     try:
         vectors = await run_in_threadpool(embed)
     finally:
-        await acct.finish()
+        with anyio.CancelScope(shield=True):
+            state.metrics.tokens.labels(served.name, "prompt").inc(prompt_tokens)
+            await run_in_threadpool(accounting.settle, state.db, state.prices, reservation, 0)
     data = [p.Embedding(index=i, embedding=base64.b64encode(v.astype("<f4").tobytes()).decode()
                         if req.encoding_format == "base64" else v.tolist()) for i, v in enumerate(vectors)]
-    return p.EmbeddingResponse(data=data, model=served.name,
+    body = p.EmbeddingResponse(data=data, model=served.name,
                                usage=p.Usage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens))
+    return JSONResponse(body.model_dump(mode="json"), headers=reservation.headers())
 
 
 def models(state: AppState) -> p.ModelList:

@@ -32,6 +32,31 @@ class Settings(BaseSettings):
     max_batch_rows: int = 64
     """At most this many choices decode in one batch; more wait in the queue."""
     max_body_bytes: int = 1_000_000
+    max_request_rows: int = 64
+    """At most this many completions (prompts x n, or beams) in one request: 400 beyond it."""
+    max_concurrent_requests: int = 128
+    """Generations admitted and not yet finished, across models; more answer 503 at once, before any work."""
+    max_queued_requests: int = 128
+    """Per model: prompts waiting to join the batch; more answer 503 with Retry-After at once."""
+    max_queued_tokens: int = 200_000
+    """Per model: prompt + max_tokens of the prompts waiting to join the batch; more answer 503."""
+    max_queue_wait_s: float = 10.0
+    """A prompt still waiting to join the batch after this answers 503 rather than being served late."""
+    header_timeout_s: float = 10.0
+    """A connection must deliver a request's headers within this (slow clients are answered 408)."""
+    body_timeout_s: float = 30.0
+    """... and each piece of its body within this of the last (else the connection is closed)."""
+    keep_alive_s: int = 5
+    """An idle kept-alive connection is closed after this."""
+    max_connections: int = 1024
+    """Open connections; more are answered 503 at once (uvicorn's limit_concurrency)."""
+    max_header_bytes: int = 16_384
+    """The request line and headers together; larger ones answer 431."""
+    ops_access: Literal["loopback", "key", "open"] = "loopback"
+    """Who may read /metrics and the API docs (/docs, /redoc, /openapi.json): `loopback` clients and, from
+    elsewhere, API keys; `key`: API keys only; `open`: anyone (behind a proxy that restricts them)."""
+    request_timeout_s: float = 600.0
+    """A generation running longer than this is stopped (504, or an error event in a stream)."""
     prices_file: Path | None = None
     """A price table (YAML, see serve/prices.yaml); default the bundled one."""
     bootstrap_key: SecretStr | None = None
@@ -56,6 +81,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _resolve(self) -> "Settings":
+        for name in ("max_batch_rows", "max_body_bytes", "max_request_rows", "max_concurrent_requests", "max_queued_requests",
+                     "max_queued_tokens", "max_queue_wait_s", "request_timeout_s", "header_timeout_s",
+                     "body_timeout_s", "keep_alive_s", "max_connections", "max_header_bytes"):
+            if getattr(self, name) <= 0:  # limits fail closed: zero or negative is a mistake, not "unlimited"
+                raise ValueError(f"LMFORGE_{name.upper()} must be positive")
         self.home = self.home.expanduser()
         self.audit_log = (self.audit_log or self.home / "audit.jsonl").expanduser()
         key = self.bootstrap_key.get_secret_value() if self.bootstrap_key else None

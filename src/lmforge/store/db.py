@@ -2,6 +2,7 @@
 speaks) by URL. The schema is created and upgraded by the Alembic migrations in `migrations/`."""
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -13,8 +14,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def default_url(home: Path) -> str:
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'lmforge.db'}"
+    """SQLite in `home`, which is created private (0700) with the database file 0600: it holds key digests,
+    usage and conversations. (SQLite gives its -wal and -shm files the database file's mode.)"""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = home / "lmforge.db"
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    return f"sqlite:///{path}"
 
 
 class Database:

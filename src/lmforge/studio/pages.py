@@ -21,7 +21,7 @@ from ..bots.schema import templates as bot_templates
 from ..bots.service import NotFound
 from ..bots.tables import Membership, Message, User, Workspace
 from ..hub import CHAT_MODEL
-from ..serve.guard import audit_log
+from ..serve.service import audit_log
 from . import security
 from .deps import (
     PRELOGIN_COOKIE,
@@ -310,7 +310,7 @@ async def test_chat(bot_id: int, ctx: Ctx = Depends(checked)):
     except NotFound:
         raise not_found() from None
     msg, reply = await service.chat(ctx.db, ctx.studio.brains, ctx.studio.embedder, bot, conv, text,
-                                    generator(ctx.request),
+                                    generator(ctx.request, bot),
                                     audit=audit_log(ctx.request),
                                     reader=await run_in_threadpool(ctx.studio.reader, bot.qa_model))
     return dict(answer=reply.text, source=reply.source, intent=reply.intent, document=reply.document,

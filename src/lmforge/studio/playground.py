@@ -1,6 +1,7 @@
-"""The playground and the keys & usage pages. The playground calls the same serving code as /v1, with a
+"""The playground and the keys & usage pages. The playground generates through the generation service, as
+/v1 does (serve/service.py: limits, the key's filter policy, watermark, usage and the audit record), with a
 key that belongs to the user's workspace (created on first use, labelled `playground`), so its runs are
-counted and priced like any API call."""
+counted, priced, moderated and audited like any API call."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import secrets
 from datetime import datetime, timedelta, timezone
 
 from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -16,6 +18,8 @@ from ..bots.tables import Workspace, WorkspaceKey
 from ..hub import CHAT_MODEL
 from ..serve import protocol as p
 from ..serve import serving
+from ..serve.middleware import request_id
+from ..serve.service import Caller
 from ..serve.accounting import usage_report
 from ..serve.auth import create_key, revoke_key
 from ..store import ApiKey
@@ -34,20 +38,32 @@ def workspace_keys(ctx: Ctx, internal: bool | None = None) -> list[tuple[ApiKey,
 
 
 def _new_key(ctx: Ctx, label: str, internal: bool = False, **limits) -> tuple[ApiKey, str]:
-    with ctx.db.session() as s:
-        ws = s.get(Workspace, ctx.workspace_id)
+    return _create(ctx.db, ctx.workspace_id, label, internal, **limits)
+
+
+def _create(db, workspace_id: int, label: str, internal: bool = False, **limits) -> tuple[ApiKey, str]:
+    with db.session() as s:
+        ws = s.get(Workspace, workspace_id)
     # api_keys.name is unique server-wide: qualify it with the workspace and a random suffix
-    row, key = create_key(ctx.db, f"{ws.name}/{label}/{secrets.token_hex(3)}", **limits)
-    with ctx.db.session() as s:
-        s.add(WorkspaceKey(key_id=row.id, workspace_id=ctx.workspace_id, label=label, internal=internal))
+    row, key = create_key(db, f"{ws.name}/{label}/{secrets.token_hex(3)}", **limits)
+    with db.session() as s:
+        s.add(WorkspaceKey(key_id=row.id, workspace_id=workspace_id, label=label, internal=internal))
     return row, key
 
 
+def internal_key(db, workspace_id: int, label: str) -> ApiKey:
+    """The workspace's own key for `label` (`playground`, `bots`: what the studio generates with, metered
+    and audited like any key), created on first use."""
+    q = (select(ApiKey).join(WorkspaceKey, WorkspaceKey.key_id == ApiKey.id)
+         .where(WorkspaceKey.workspace_id == workspace_id, WorkspaceKey.internal.is_(True),
+                WorkspaceKey.label == label, ApiKey.revoked_at.is_(None)).order_by(ApiKey.id))
+    with db.session() as s:
+        key = s.scalars(q).first()
+    return key if key is not None else _create(db, workspace_id, label, internal=True)[0]
+
+
 def playground_key(ctx: Ctx) -> ApiKey:
-    for key, _ in workspace_keys(ctx, internal=True):
-        if key.revoked_at is None:
-            return key
-    return _new_key(ctx, "playground", internal=True)[0]
+    return internal_key(ctx.db, ctx.workspace_id, "playground")
 
 
 def _models(ctx: Ctx) -> list[str]:
@@ -75,12 +91,14 @@ async def run(ctx: Ctx = Depends(checked)):
     common = {k: body[k] for k in ("model", "temperature", "top_p", "max_tokens", "stop") if body.get(k) not in (None, "", [])}
     common.update(stream=True, stream_options={"include_usage": True})
     state = ctx.request.app.state.lmforge
-    key = playground_key(ctx)
+    key = await run_in_threadpool(playground_key, ctx)
+    caller = Caller(key, source="playground", request_id=request_id(ctx.request.scope))
     try:
         if body.get("mode") == "completion":
-            return await serving.completions(state, key, p.CompletionRequest(prompt=body.get("prompt", ""), **common))
-        return await serving.chat_completions(state, key, p.ChatCompletionRequest(messages=body.get("messages", []),
-                                                                                  **common))
+            req = p.CompletionRequest(prompt=body.get("prompt", ""), **common)
+            return await serving.completions(state, caller, req, ctx.request)
+        req = p.ChatCompletionRequest(messages=body.get("messages", []), **common)
+        return await serving.chat_completions(state, caller, req, ctx.request)
     except ValidationError as e:
         err = e.errors()[0]
         raise StudioError(400, f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -20,10 +21,14 @@ from fastapi.responses import JSONResponse, Response
 from ..bots import channels, ratelimit, service
 from ..bots.service import NotFound
 from ..generate import SamplingParams
-from ..serve.guard import audit_log
+from ..safety.policies import get_policy
+from ..serve.errors import APIError
+from ..serve.service import Caller, Job, audit_log
+from .playground import internal_key
 from .deps import HERE
 
 router = APIRouter(prefix="/bots", include_in_schema=False)
+log = logging.getLogger(__name__)
 
 MAX_MESSAGE = 2000
 
@@ -66,9 +71,10 @@ def cors_headers(request: Request, bot) -> dict[str, str] | None:
             "Access-Control-Max-Age": "600"}
 
 
-def generator(request: Request):
+def generator(request: Request, bot):
     """The generative fallback: the bot's chosen model from those this server serves, prompted with the
-    bot's purpose; None when that model is not served."""
+    bot's purpose, through the generation service (the bot's filter policy, its workspace's `bots` key for
+    limits and usage, the audit record); None when that model is not served or the service refuses."""
     state = request.app.state.lmforge
 
     async def generate(model: str, purpose: str, question: str) -> str | None:
@@ -84,10 +90,17 @@ def generator(request: Request):
             return None
         params = SamplingParams(max_tokens=min(64, room), temperature=0.7, top_p=0.9, seed=0,
                                 stop=list(served.chat_template.stop))
-        text = ""
-        async for out in served.engine.generate(ids, params):
-            text += out.deltas[0].text
-        return text
+        key = await run_in_threadpool(internal_key, state.db, bot.workspace_id, "bots")
+        policy = await run_in_threadpool(get_policy, state.db, bot_id=bot.id)
+        job = Job(served, "bots", [(ids, params)], texts=[question], params={"max_tokens": params.max_tokens},
+                  param="message")
+        try:
+            gen = await state.service.start(Caller(key, source="bot", bot=str(bot.id), policy=policy), job)
+            [choice] = await gen.collect()
+        except APIError as e:  # refused (limits, policy, a busy server) or failed: the bot's fallback answers
+            log.info("bot %s: generation refused: %s", bot.id, e.message)
+            return None
+        return choice.text
 
     return generate
 
@@ -135,7 +148,7 @@ async def message(token: str, request: Request):
         conv = service.conversation(db, bot, incoming.channel, incoming.conversation)
     except NotFound:
         return _error(404, "No conversation with this id for this bot.", headers)
-    msg, reply = await service.chat(db, st.brains, st.embedder, bot, conv, incoming.text, generator(request),
+    msg, reply = await service.chat(db, st.brains, st.embedder, bot, conv, incoming.text, generator(request, bot),
                                     audit=audit_log(request), reader=await run_in_threadpool(st.reader, bot.qa_model))
     return JSONResponse(channels.rest_out(conv, msg, reply), headers=headers)
 
@@ -193,6 +206,6 @@ async def webhook(token: str, request: Request):
         return _error(400, "Send JSON: {\"sender\": \"...\", \"text\": \"...\"}.")
     db, st = request.app.state.lmforge.db, request.app.state.studio
     conv = service.conversation(db, bot, "webhook", external_id=incoming.sender)
-    msg, reply = await service.chat(db, st.brains, st.embedder, bot, conv, incoming.text, generator(request),
+    msg, reply = await service.chat(db, st.brains, st.embedder, bot, conv, incoming.text, generator(request, bot),
                                     audit=audit_log(request), reader=await run_in_threadpool(st.reader, bot.qa_model))
     return JSONResponse(channels.webhook_out(incoming, msg, reply))

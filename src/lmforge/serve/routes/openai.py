@@ -1,13 +1,16 @@
-"""The OpenAI-compatible endpoints under /v1."""
+"""The OpenAI-compatible endpoints under /v1: parse, authenticate, delegate (generation goes through the
+generation service, service.py, via serving.py)."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request
 
 from ...store import ApiKey
-from .. import guard, serving
+from .. import serving
 from .. import protocol as p
 from ..auth import require_key
 from ..errors import model_not_found
+from ..middleware import request_id
+from ..service import Caller
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -29,17 +32,17 @@ def get_model(model: str, key: ApiKey = Depends(require_key), s: serving.AppStat
 
 
 @router.post("/completions", response_model=p.CompletionResponse)
-async def completions(req: p.CompletionRequest, request: Request, response: Response,
+async def completions(req: p.CompletionRequest, request: Request,
                       key: ApiKey = Depends(require_key)):
-    return await guard.generate(request, response, key, req)  # the key's filter policy, watermark and audit
+    return await serving.completions(state(request), Caller(key, request_id=request_id(request.scope)), req, request)
 
 
 @router.post("/chat/completions", response_model=p.ChatCompletionResponse)
-async def chat_completions(req: p.ChatCompletionRequest, request: Request, response: Response,
+async def chat_completions(req: p.ChatCompletionRequest, request: Request,
                            key: ApiKey = Depends(require_key)):
-    return await guard.generate(request, response, key, req)
+    return await serving.chat_completions(state(request), Caller(key, request_id=request_id(request.scope)), req, request)
 
 
 @router.post("/embeddings", response_model=p.EmbeddingResponse)
 async def embeddings(req: p.EmbeddingRequest, key: ApiKey = Depends(require_key), s: serving.AppState = Depends(state)):
-    return await serving.embeddings(s, key, req)
+    return await serving.embeddings(s, Caller(key), req)

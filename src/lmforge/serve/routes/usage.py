@@ -29,17 +29,33 @@ class UsageWithSafety(p.UsageReport):
     safety: list[SafetyDay]
 
 
+MAX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime (and every database) holds
+
+
 def parse_time(value: str | None, param: str) -> datetime | None:
-    """Unix seconds or an ISO 8601 date/time (UTC if no zone is given)."""
+    """Unix seconds (0 to year 9999) or an ISO 8601 date/time (UTC if no zone is given)."""
     if value is None:
         return None
+    bad = APIError(400, f"Invalid value for '{param}': give unix seconds (0 to {MAX_SECONDS}) or an ISO 8601 date.",
+                   param=param, code="invalid_value")
     try:
-        t = datetime.fromtimestamp(float(value), timezone.utc) if value.replace(".", "", 1).isdigit() \
-            else datetime.fromisoformat(value)
-    except ValueError:
-        raise APIError(400, f"Invalid value for '{param}': give unix seconds or an ISO 8601 date.", param=param,
-                       code="invalid_value") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+        if value.replace(".", "", 1).isdigit():
+            seconds = float(value)
+            if not 0 <= seconds <= MAX_SECONDS:
+                raise bad
+            t = datetime.fromtimestamp(seconds, timezone.utc)
+        else:
+            t = datetime.fromisoformat(value)
+    except (ValueError, OverflowError, OSError):
+        raise bad from None
+    t = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    try:  # an aware time near year 1 or 9999 can fall outside the range once moved to UTC
+        in_range = 0 <= t.timestamp() <= MAX_SECONDS
+    except (OverflowError, ValueError, OSError):
+        in_range = False
+    if not in_range:
+        raise bad
+    return t
 
 
 @router.get("/usage", response_model=UsageWithSafety)

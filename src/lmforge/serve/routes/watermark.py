@@ -9,6 +9,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, field_validator
 
+from .. import protocol as p
+
 from ...safety.watermark import WatermarkConfig, detect_text
 from ...store import ApiKey
 from ..auth import require_key
@@ -18,7 +20,7 @@ router = APIRouter(prefix="/v1", tags=["watermark"])
 THRESHOLD = 4.0  # z above which text counts as watermarked: a one-sided p of 3e-5
 
 
-class DetectRequest(BaseModel):
+class DetectRequest(p.Request):
     text: str
     model: str
     gamma: float | None = Field(None, gt=0, lt=1)
