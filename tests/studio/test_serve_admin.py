@@ -15,6 +15,9 @@ from lmforge.studio.security import authenticate
 def test_serve_prints_the_admin_password_once(tmp_path, monkeypatch):
     monkeypatch.setattr(serve_app, "load_models", lambda settings: [])
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    import lmforge.serve.server as server
+
+    monkeypatch.setattr(server, "run", lambda *a, **k: None)  # `lmforge serve` runs uvicorn through server.run
     url = f"sqlite:///{tmp_path / 's.db'}"
     first = CliRunner().invoke(app, ["serve", "--database-url", url])
     assert first.exit_code == 0, first.output
