@@ -11,7 +11,7 @@ import pytest
 from lmforge.serve import Settings, create_app
 from lmforge.serve.middleware import OpsGate
 
-from lmforge.serve.engine import serve_model
+from lmforge.serve.served import serve_model
 
 from .conftest import Server, free_port
 

@@ -86,7 +86,7 @@ def test_a_bots_generative_fallback_goes_through_the_generation_service(home, ti
 
     from lmforge.models.hf_io import model_class
     from lmforge.models.presets import make_config
-    from lmforge.serve.engine import serve_model
+    from lmforge.serve.served import serve_model
 
     torch.manual_seed(0)  # room for the bot's system prompt: 256 positions
     model = model_class("gpt2")(make_config("gpt2", layers=1, hidden=32, heads=2, ffn=64, max_len=256,

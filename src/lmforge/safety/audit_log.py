@@ -28,7 +28,8 @@ from .pii import redact_text
 
 GENESIS = "0" * 64
 # Values under these keys are identifiers or numbers we wrote ourselves: never redacted.
-STRUCTURAL = frozenset({"seq", "time", "prev", "hash", "event", "model", "key_id", "bot", "request_id"})
+STRUCTURAL = frozenset({"seq", "time", "prev", "hash", "event", "model", "key_id", "bot", "request_id", "source",
+                        "action", "categories", "endpoint", "finish_reason"})
 
 
 class AuditError(ValueError):

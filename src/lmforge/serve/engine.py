@@ -11,6 +11,7 @@ import logging
 import math
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import AsyncIterator
 
