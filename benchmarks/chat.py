@@ -243,16 +243,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def clients(url: str, key: str, model: str, ids: list[int], eos: int, n: int, tokens: int) -> tuple[float, int]:
-    """n concurrent streaming completions of exactly `tokens` tokens each (end of sequence suppressed);
-    returns (wall seconds, tokens generated)."""
+async def clients(url: str, key: str, model: str, prompt: str, eos: int, n: int, tokens: int) -> tuple[float, int]:
+    """n concurrent streaming completions of exactly `tokens` tokens each (end of sequence suppressed) of the
+    chat prompt as text (llama-cpp-python's server takes no token ids); returns (wall seconds, tokens generated)."""
     from openai import AsyncOpenAI
 
     client = AsyncOpenAI(base_url=url, api_key=key, max_retries=0, timeout=600)
 
     async def one():
         finish = None
-        stream = await client.completions.create(model=model, prompt=ids, max_tokens=tokens, temperature=0,
+        stream = await client.completions.create(model=model, prompt=prompt, max_tokens=tokens, temperature=0,
                                                  stream=True, logit_bias={str(eos): -100})
         async for chunk in stream:
             finish = next((c.finish_reason for c in chunk.choices if c.finish_reason), finish)
@@ -290,9 +290,10 @@ def http_load(args, gguf_file: Path, q8_file: Path | None, ids: list[int]) -> li
         while not server.started:
             time.sleep(0.05)
         eos = served.tokenizer.eos_token_id
+        prompt = served.tokenizer.decode(ids, skip_special_tokens=False)
         try:
             for n in (1, args.clients):
-                wall, got = asyncio.run(clients(f"http://127.0.0.1:{settings.port}/v1", key, served.name, ids, eos,
+                wall, got = asyncio.run(clients(f"http://127.0.0.1:{settings.port}/v1", key, served.name, prompt, eos,
                                                 n, args.tokens))
                 rows.append(dict(server="lmforge int8", clients=n, tok_s=got / wall, tokens=got))
                 print(f"  lmforge int8    {n:3d} clients: {got / wall:7.1f} tok/s ({got} tokens in {wall:.1f} s)",
@@ -316,7 +317,7 @@ def http_load(args, gguf_file: Path, q8_file: Path | None, ids: list[int]) -> li
                 except OSError:
                     time.sleep(0.5)
             for n in (1, args.clients):
-                wall, got = asyncio.run(clients(f"http://127.0.0.1:{port}/v1", "none", "x", ids, eos, n, args.tokens))
+                wall, got = asyncio.run(clients(f"http://127.0.0.1:{port}/v1", "none", "x", prompt, eos, n, args.tokens))
                 rows.append(dict(server=label, clients=n, tok_s=got / wall, tokens=got))
                 print(f"  {label:15s} {n:3d} clients: {got / wall:7.1f} tok/s ({got} tokens in {wall:.1f} s)",
                       flush=True)

@@ -122,9 +122,11 @@ def generate(
     filter policy, usage and the audit log in LMFORGE_HOME, as for the API)."""
     from .generate import SamplingParams
     from .serve import local
+    from .serve.engine import single_threaded_main
     from .serve.errors import APIError
     from .serve.served import load_served
 
+    single_threaded_main()  # the engine's thread decodes, with all cores (serve/engine.py)
     try:
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop or [], seed=seed)
         with console.status(f"loading {model}…"):

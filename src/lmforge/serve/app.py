@@ -65,7 +65,7 @@ def create_app(settings: Settings | None = None, models: list[ServedModel] | Non
         served = models if models is not None else load_models(settings)
         limits = QueueLimits(settings.max_queued_requests, settings.max_queued_tokens, settings.max_queue_wait_s)
         for m in served:
-            m.start(metrics, settings.max_batch_rows, limits)
+            m.start(metrics, settings.max_batch_rows, limits, settings.threads)
         state = app.state.lmforge = AppState(settings, db, load_prices(settings.prices_file), metrics,
                                              {m.name: m for m in served})
         state.service = GenerationService(state)

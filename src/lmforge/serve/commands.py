@@ -44,6 +44,9 @@ def serve(
 ) -> None:
     """Start the OpenAI-compatible API server."""
     from .app import create_app, load_models
+    from .engine import single_threaded_main
+
+    single_threaded_main()  # before any model is loaded: the engines' threads compute, with all cores
     from .auth import create_key, list_keys
 
     try:

@@ -22,6 +22,19 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+# torch's intra-op threads (OpenMP) for an engine thread: all cores but one, which is left to the HTTP loop,
+# tokenizing and the moderation model. The setting is per thread, and threads interfere: once one thread has
+# run a multi-threaded op, the multi-threaded ops of another run 2.5x slower here (SmolLM2 decoding at 2
+# threads: 53 tok/s in an engine thread when no other thread had computed with 2 threads, 20 tok/s after the
+# main thread or a moderation call had; 36 tok/s with one engine thread). So `lmforge serve` also keeps its main
+# thread to one thread (`single_threaded_main`).
+COMPUTE_THREADS = max(1, torch.get_num_threads() - 1)
+
+
+def single_threaded_main() -> None:
+    """Call before a process loads its models, so that its engine threads get the cores (see COMPUTE_THREADS)."""
+    torch.set_num_threads(1)
+
 
 # --------------------------------------------------------------------------------------------- engine
 
@@ -69,8 +82,10 @@ class Engine:
     """Runs a Batcher in a thread. `submit()` is the async face: one iterator of RequestOutputs per prompt."""
 
     def __init__(self, name: str, model, tokenizer, metrics: Metrics | None = None, max_rows: int = 64,
-                 stop_ids: frozenset[int] = frozenset(), limits: QueueLimits | None = None):
+                 stop_ids: frozenset[int] = frozenset(), limits: QueueLimits | None = None,
+                 threads: int | None = None):
         self.name = name
+        self.threads = threads or COMPUTE_THREADS
         self.batcher = Batcher(model, tokenizer, stop_ids)
         self.metrics = metrics
         self.max_rows = max_rows
@@ -157,6 +172,7 @@ class Engine:
 
     def _loop(self) -> None:
         torch.set_grad_enabled(False)
+        torch.set_num_threads(self.threads)  # per thread: see COMPUTE_THREADS
         while not self._stop.is_set():
             self._drain(block=not self.batcher.has_work and not self._pending)
             self._expire()

@@ -40,10 +40,12 @@ class ServedModel:
     def context_length(self) -> int:
         return self.card.context_length
 
-    def start(self, metrics: Metrics | None, max_rows: int, limits: QueueLimits | None = None) -> "ServedModel":
+    def start(self, metrics: Metrics | None, max_rows: int, limits: QueueLimits | None = None,
+              threads: int | None = None) -> "ServedModel":
         if self.kind == "generate" and self.engine is None:
             stop_ids = end_of_sequence_ids(self.model, self.tokenizer, self.chat_template)
-            self.engine = Engine(self.name, self.model, self.tokenizer, metrics, max_rows, stop_ids, limits).start()
+            self.engine = Engine(self.name, self.model, self.tokenizer, metrics, max_rows, stop_ids, limits,
+                                 threads).start()
         return self
 
     def stop(self) -> None:

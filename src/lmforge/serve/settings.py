@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     quantize: Literal["auto", "none", "int8"] = "auto"
     """Weights of the served models: int8 (kept int8 in memory, CPU only), none (float), or auto: int8 for
     the decoders whose quality it keeps (GPT-2, Llama) on the CPU in float32, float for the rest."""
+    threads: int | None = None
+    """torch threads of each model's decoding engine; default all cores but one (serve/engine.py: COMPUTE_THREADS)."""
     max_batch_rows: int = 64
     """At most this many choices decode in one batch; more wait in the queue."""
     max_body_bytes: int = 1_000_000
