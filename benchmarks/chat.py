@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -243,13 +242,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def clients(url: str, key: str, model: str, prompt: str, eos: int, n: int, tokens: int) -> tuple[float, int]:
+async def clients(url: str, key: str, model: str, prompt: str, eos: int, n: int, tokens: int) -> tuple[float, int, int]:
     """n concurrent streaming completions of exactly `tokens` tokens each (end of sequence suppressed) of the
-    chat prompt as text (llama-cpp-python's server takes no token ids); returns (wall seconds, tokens generated)."""
+    chat prompt as text (llama-cpp-python's server takes no token ids); returns (wall seconds, tokens of the
+    streams that completed, streams that failed)."""
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=url, api_key=key, max_retries=0, timeout=600)
+    async with AsyncOpenAI(base_url=url, api_key=key, max_retries=0, timeout=600) as client:
+        return await _clients(client, model, prompt, eos, n, tokens)
 
+
+async def _clients(client, model: str, prompt: str, eos: int, n: int, tokens: int) -> tuple[float, int, int]:
     async def one():
         finish = None
         stream = await client.completions.create(model=model, prompt=prompt, max_tokens=tokens, temperature=0,
@@ -261,69 +264,54 @@ async def clients(url: str, key: str, model: str, prompt: str, eos: int, n: int,
         return tokens
 
     start = time.perf_counter()
-    counts = await asyncio.gather(*(one() for _ in range(n)))
-    return time.perf_counter() - start, sum(counts)
+    results = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+    done = [r for r in results if isinstance(r, int)]
+    return time.perf_counter() - start, sum(done), n - len(done)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"the server on port {port} did not start")
 
 
 def http_load(args, gguf_file: Path, q8_file: Path | None, ids: list[int]) -> list[dict]:
-    import uvicorn
-
-    from lmforge.serve import Settings, create_app
-    from lmforge.serve.auth import create_key
-    from lmforge.serve.served import load_served
-    from lmforge.store import Database
-
+    """Each server in its own process, as a user runs it: `lmforge serve` (int8, its defaults) and
+    `python -m llama_cpp.server`, both at the largest --threads."""
     threads = max(args.threads)
-    torch.set_num_threads(threads)
+    tok = lmforge.load_tokenizer(gguf_file)
+    prompt, eos = tok.decode(ids, skip_special_tokens=False), tok.eos_token_id
+    key = "lmf-benchmark-" + os.urandom(8).hex()
     rows = []
-    with tempfile.TemporaryDirectory() as home:
-        settings = Settings(home=Path(home), port=free_port(), max_batch_rows=64)
-        db = Database(settings.database)
-        db.migrate()
-        _, key = create_key(db, "benchmark")
-        db.dispose()
-        served = load_served(str(gguf_file), quantization="int8")
-        server = uvicorn.Server(uvicorn.Config(create_app(settings, [served]), host="127.0.0.1", port=settings.port,
-                                               log_level="error"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        eos = served.tokenizer.eos_token_id
-        prompt = served.tokenizer.decode(ids, skip_special_tokens=False)
-        try:
-            for n in (1, args.clients):
-                wall, got = asyncio.run(clients(f"http://127.0.0.1:{settings.port}/v1", key, served.name, prompt, eos,
-                                                n, args.tokens))
-                rows.append(dict(server="lmforge int8", clients=n, tok_s=got / wall, tokens=got))
-                print(f"  lmforge int8    {n:3d} clients: {got / wall:7.1f} tok/s ({got} tokens in {wall:.1f} s)",
-                      flush=True)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+    servers = [("lmforge int8", CHAT_MODEL, lambda port, home: [
+        sys.executable, "-m", "lmforge.cli", "serve", "--model", CHAT_MODEL, "--port", str(port)],
+        {"LMFORGE_BOOTSTRAP_KEY": key, "LMFORGE_THREADS": str(threads)})]
     for label, path in (("llama.cpp Q8_0", q8_file), ("llama.cpp Q4_1", gguf_file)):
-        if path is None:
-            continue
+        if path is not None:
+            servers.append((label, "x", lambda port, home, path=path: [
+                sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--port", str(port), "--n_threads",
+                str(threads), "--n_threads_batch", str(threads), "--n_ctx", "4096"], {}))
+    for label, model, command, env in servers:
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--port", str(port),
-                                 "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", "4096"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.time() + 120
-            while time.time() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.5)
-            for n in (1, args.clients):
-                wall, got = asyncio.run(clients(f"http://127.0.0.1:{port}/v1", "none", "x", prompt, eos, n, args.tokens))
-                rows.append(dict(server=label, clients=n, tok_s=got / wall, tokens=got))
-                print(f"  {label:15s} {n:3d} clients: {got / wall:7.1f} tok/s ({got} tokens in {wall:.1f} s)",
-                      flush=True)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+        with tempfile.TemporaryDirectory() as home:
+            proc = subprocess.Popen(command(port, home), env={**os.environ, "LMFORGE_HOME": home, **env},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for_port(port, proc)
+                for n in (1, args.clients):
+                    wall, got, failed = asyncio.run(clients(f"http://127.0.0.1:{port}/v1", key, model, prompt, eos,
+                                                            n, args.tokens))
+                    rows.append(dict(server=label, clients=n, tok_s=got / wall, tokens=got, failed=failed))
+                    print(f"  {label:15s} {n:3d} clients: {got / wall:7.1f} tok/s ({got} tokens in {wall:.1f} s"
+                          f"{f', {failed} streams failed' if failed else ''})", flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
     return rows
 
 
