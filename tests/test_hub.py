@@ -10,7 +10,7 @@ from lmforge.models import ModelError
 
 def test_hub_id_offline_fails_at_once_saying_how_to_pass_a_local_copy():
     start = time.monotonic()
-    with pytest.raises(ModelError, match="copy the model folder or .gguf file here and pass its path"):
+    with pytest.raises(ModelError, match="copy the model folder or .gguf file to this machine and pass its path"):
         load_model("someone/some-model-that-is-not-pulled")
     with pytest.raises(ModelError, match="--model /models/x.Q8_0.gguf"):
         pull("someone/some-model", "x.Q8_0.gguf")

@@ -95,7 +95,7 @@ def pull(repo_id: str, filename: str | None = None) -> Path:
     except OSError as e:
         raise ModelError(
             f"cannot reach {host} to download {repo_id!r} ({e}); on a machine without internet, copy the model "
-            f"folder or .gguf file here and pass its path, e.g. lmforge serve --model /models/"
+            f"folder or .gguf file to this machine and pass its path, e.g. lmforge serve --model /models/"
             f"{filename or repo_id.split('/')[-1]}") from None
     try:
         if filename is not None:
