@@ -281,7 +281,7 @@ def wait_for_port(port: int, proc: subprocess.Popen, seconds: float = 300) -> No
 
 
 def http_load(args, gguf_file: Path, q8_file: Path | None, ids: list[int]) -> list[dict]:
-    """Each server in its own process, as a user runs it: `lmforge serve` (int8, its defaults) and
+    """Each server in its own process, as a user runs it: `lmforge serve --quantize int8` and
     `python -m llama_cpp.server`, both at the largest --threads."""
     threads = max(args.threads)
     tok = lmforge.load_tokenizer(gguf_file)
@@ -289,7 +289,7 @@ def http_load(args, gguf_file: Path, q8_file: Path | None, ids: list[int]) -> li
     key = "lmf-benchmark-" + os.urandom(8).hex()
     rows = []
     servers = [("lmforge int8", CHAT_MODEL, lambda port, home: [
-        sys.executable, "-m", "lmforge.cli", "serve", "--model", CHAT_MODEL, "--port", str(port)],
+        sys.executable, "-m", "lmforge.cli", "serve", "--model", CHAT_MODEL, "--port", str(port), "--quantize", "int8"],
         {"LMFORGE_BOOTSTRAP_KEY": key, "LMFORGE_THREADS": str(threads)})]
     for label, path in (("llama.cpp Q8_0", q8_file), ("llama.cpp Q4_1", gguf_file)):
         if path is not None:

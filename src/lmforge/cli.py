@@ -116,7 +116,7 @@ def generate(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     stop: Annotated[Optional[list[str]], typer.Option(help="Stop when this text appears (repeatable).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Makes sampling reproducible.")] = None,
-    quantize: Annotated[str, typer.Option(help="Weights: int8, none, or auto (int8 for GPT-2/Llama decoders on the CPU).")] = "auto",
+    quantize: Annotated[str, typer.Option(help="Weights: int8, none, or auto (int8 for GPT-2 decoders on the CPU).")] = "auto",
 ) -> None:
     """Generate text from a prompt, streamed to the terminal (through the generation service: the local key's
     filter policy, usage and the audit log in LMFORGE_HOME, as for the API)."""

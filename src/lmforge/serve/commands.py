@@ -39,7 +39,7 @@ def serve(
     host: Annotated[Optional[str], typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port (default 8000).")] = None,
     model: Annotated[Optional[list[str]], typer.Option("--model", help="A model folder, GGUF file or name; repeat for several. Default: the bundled chat model, the demo models and the embedder.")] = None,
-    quantize: Annotated[Optional[str], typer.Option(help="Weights: int8, none, or auto (int8 for GPT-2/Llama decoders on the CPU).")] = None,
+    quantize: Annotated[Optional[str], typer.Option(help="Weights: int8, none, or auto (int8 for GPT-2 decoders on the CPU).")] = None,
     database_url: DbOption = None,
 ) -> None:
     """Start the OpenAI-compatible API server."""

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     quantize: Literal["auto", "none", "int8"] = "auto"
     """Weights of the served models: int8 (kept int8 in memory, CPU only), none (float), or auto: int8 for
-    the decoders whose quality it keeps (GPT-2, Llama) on the CPU in float32, float for the rest."""
+    the decoders whose quality it keeps (GPT-2) on the CPU in float32, float for the rest."""
     threads: int | None = None
     """torch threads of each model's decoding engine; default all cores but one (serve/engine.py: COMPUTE_THREADS)."""
     max_batch_rows: int = 64
