@@ -222,3 +222,8 @@ def test_fine_tuning_is_a_bot_setting_and_needs_minilm(alice):
     assert state["status"] == "done" and "fine-tuned" not in state["message"]
     alice.post(f"/studio/bots/{bot}/settings", settings)  # an unticked box is off
     assert 'name="tune_encoder" checked' not in alice.get(f"/studio/bots/{bot}").text
+
+
+def test_the_root_address_opens_the_studio(client):
+    r = client.get("/", follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"] == "/studio"

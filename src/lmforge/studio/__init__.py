@@ -29,6 +29,10 @@ def install(app: FastAPI, settings: StudioSettings | None = None) -> None:
     app.include_router(public.router)
     app.mount("/studio/static", StaticFiles(directory=HERE / "static"), name="studio-static")
 
+    @app.get("/", include_in_schema=False)
+    def _root():  # the address `lmforge serve` prints: a person opening it wants the studio, not a JSON 404
+        return RedirectResponse("/studio", status_code=307)
+
     @app.exception_handler(LoginRequired)
     async def _login(request: Request, exc: LoginRequired):
         if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
