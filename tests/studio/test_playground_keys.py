@@ -110,3 +110,23 @@ def test_a_bots_generative_fallback_goes_through_the_generation_service(home, ti
         [generation] = [r for r in records if r["event"] == "generation" and r["moderation"].get("source") == "bot"]
         assert generation["bot"] == str(bot_id) and generation["model"] == "tiny-gpt2"
         assert [r["model"] for r in usage_report(db) if "/bots/" in r["key"]] == ["tiny-gpt2"]
+
+
+def test_a_kept_conversation_is_trimmed_oldest_first_to_fit_the_context(home, tiny_gpt2):
+    """A 64-token model: turn after turn the history outgrows the context; the oldest turns are left out (the
+    system message stays), the page is told how many, and the request still answers."""
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": "the cat sat"}
+             for i in range(9)]
+    messages = [{"role": "system", "content": "be brief"}, *turns]
+    with make_client(home, [tiny_gpt2]) as c:
+        b = Browser(c, "alice")
+        r = b.json("/studio/playground/run", {"model": "tiny-gpt2", "mode": "chat", "temperature": 0,
+                                              "max_tokens": 8, "messages": messages})
+        assert r.status_code == 200, r.text
+        dropped = int(r.headers["x-lmforge-dropped-messages"])
+        assert 0 < dropped < len(turns)
+        prompt_tokens = sse(r.text)[-1]["usage"]["prompt_tokens"]
+        assert prompt_tokens + 8 <= 64
+        short = b.json("/studio/playground/run", {"model": "tiny-gpt2", "mode": "chat", "max_tokens": 8,
+                                                  "messages": messages[:2]})
+        assert "x-lmforge-dropped-messages" not in short.headers

@@ -97,11 +97,40 @@ async def run(ctx: Ctx = Depends(checked)):
         if body.get("mode") == "completion":
             req = p.CompletionRequest(prompt=body.get("prompt", ""), **common)
             return await serving.completions(state, caller, req, ctx.request)
-        req = p.ChatCompletionRequest(messages=body.get("messages", []), **common)
-        return await serving.chat_completions(state, caller, req, ctx.request)
+        messages, dropped = fit_history(state.models.get(body.get("model")), body.get("messages", []),
+                                        common.get("max_tokens"))
+        req = p.ChatCompletionRequest(messages=messages, **common)
+        response = await serving.chat_completions(state, caller, req, ctx.request)
+        if dropped:  # the page says so next to the answer
+            response.headers["x-lmforge-dropped-messages"] = str(dropped)
+        return response
     except ValidationError as e:
         err = e.errors()[0]
         raise StudioError(400, f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+
+
+def fit_history(served, messages: list, max_tokens: int | None) -> tuple[list, int]:
+    """A kept conversation trimmed oldest-first (system messages and the newest message stay) until its prompt
+    leaves room for `max_tokens` (or a quarter of the context) in the model's context; returns the messages
+    and how many were left out. Anything it cannot read is passed on for the API to judge."""
+    if served is None or served.kind != "generate" or not isinstance(messages, list):
+        return messages, 0
+    if not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
+        return messages, 0
+    room = served.context_length - (max_tokens if isinstance(max_tokens, int) else served.context_length // 4)
+    kept = list(messages)
+    while len(kept) > 1:
+        try:
+            prompt = served.chat_template.render(kept)
+        except ValueError:
+            break
+        if len(served.tokenizer.encode(prompt)) <= room:
+            break
+        oldest = next((i for i, m in enumerate(kept[:-1]) if m.get("role") != "system"), None)
+        if oldest is None:
+            break
+        del kept[oldest]
+    return kept, len(messages) - len(kept)
 
 
 # ---------------------------------------------------------------------------------------------- keys

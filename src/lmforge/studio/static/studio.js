@@ -171,6 +171,8 @@ function setupPlayground() {
         const data = await r.json().catch(() => ({}));
         throw new Error((data.error && data.error.message) || ("HTTP " + r.status));
       }
+      const dropped = parseInt(r.headers.get("x-lmforge-dropped-messages") || "0", 10);
+      const note = dropped ? ` · ${dropped} earlier message${dropped > 1 ? "s" : ""} left out to fit the model's context` : "";
       const reader = r.body.getReader(), decoder = new TextDecoder();
       let buffer = "";
       for (;;) {
@@ -190,7 +192,7 @@ function setupPlayground() {
           if (chunk.usage) {
             const p = prices[body.model] || {prompt: 0, completion: 0};
             const cost = (chunk.usage.prompt_tokens * p.prompt + chunk.usage.completion_tokens * p.completion) / 1000;
-            usage.textContent = `prompt ${chunk.usage.prompt_tokens} tokens · completion ${chunk.usage.completion_tokens} tokens · cost $${cost.toFixed(6)}`;
+            usage.textContent = `prompt ${chunk.usage.prompt_tokens} tokens · completion ${chunk.usage.completion_tokens} tokens · cost $${cost.toFixed(6)}${note}`;
             usage.dataset.done = "1";
           }
         }
