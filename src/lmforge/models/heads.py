@@ -74,3 +74,35 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the positions whose label is not -100 (transformers' token classification)."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+
+
+def decoder_outputs(model, h: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                    labels: torch.Tensor | None, logits_to_keep: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits and loss of a decoder-only family's heads (GPT-2, Llama) over its final hidden states (B, T, C):
+
+    base -> the hidden states; lm -> next-token logits, of the last `logits_to_keep` positions only when > 0
+    (decoding needs one, and the head is a prompt's largest matmul), lm labels being the inputs themselves,
+    shifted here; classification -> the last real token's class logits, as Hugging Face finds it (the last
+    token that is not pad_token_id; the mask says the same when given); qa -> start/end logits (B, T, 2).
+    """
+    loss = None
+    if model.task == "base":
+        return h, None
+    if model.task == "lm":
+        logits = model.head(h[:, -logits_to_keep:] if logits_to_keep else h)  # (B, T or logits_to_keep, vocab)
+        if labels is not None:
+            # Token t predicts token t+1: shift the labels, not the (much larger) logits.
+            loss = lm_loss(logits, F.pad(labels[:, 1:], (0, 1), value=-100))
+    elif model.task == "classification":
+        pool_mask = None if attention_mask is None else attention_mask[:, -h.shape[1]:]
+        if pool_mask is None and model.config.pad_token_id is not None:
+            pool_mask = input_ids != model.config.pad_token_id
+        logits = model.head(last_token(h, pool_mask))  # (B, num_labels)
+        if labels is not None:
+            loss = classification_loss(logits, labels)
+    else:  # qa
+        logits = model.head(h)  # (B, T, 2)
+        if labels is not None:
+            loss = span_loss(logits, labels)
+    return logits, loss
+

@@ -505,25 +505,10 @@ class LlamaModel(PreTrainedModel):
         position_ids: torch.Tensor | None = None,
         logits_to_keep: int = 0,
     ) -> ModelOutput:
-        """lm labels are the inputs themselves (shifted here, -100 ignored), as in Hugging Face.
-        `logits_to_keep` > 0: the lm head runs on the last that many positions only (decoding needs one; the
-        head is the largest matmul of a prompt's prefill)."""
+        """lm labels are the inputs themselves (shifted here, -100 ignored), as in Hugging Face; the heads'
+        outputs are `heads.decoder_outputs`'s."""
         h, cache = self.backbone(input_ids, attention_mask, past_key_values, position_ids)
-        loss = None
-        if self.task == "base":
-            logits = h
-        elif self.task == "lm":
-            logits = self.head(h[:, -logits_to_keep:] if logits_to_keep else h)  # (B, T or logits_to_keep, vocab)
-            if labels is not None:
-                loss = heads.lm_loss(logits, F.pad(labels[:, 1:], (0, 1), value=-100))
-        else:  # classification
-            # Hugging Face finds the last token that is not pad_token_id; the mask says the same when given.
-            pool_mask = None if attention_mask is None else attention_mask[:, -h.shape[1] :]
-            if pool_mask is None and self.config.pad_token_id is not None:
-                pool_mask = input_ids != self.config.pad_token_id
-            logits = self.head(heads.last_token(h, pool_mask))  # (B, num_labels)
-            if labels is not None:
-                loss = heads.classification_loss(logits, labels)
+        logits, loss = heads.decoder_outputs(self, h, input_ids, attention_mask, labels, logits_to_keep)
         return ModelOutput(
             logits=logits, loss=loss, last_hidden_state=h, past_key_values=cache if use_cache else None
         )
