@@ -20,6 +20,8 @@ EOS = 1
 T5_SIZES = dict(vocab_size=99, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_decoder_layers=2, num_heads=4,
                 decoder_start_token_id=0, eos_token_id=EOS, pad_token_id=0)
 GPT2_SIZES = dict(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64, eos_token_id=EOS, bos_token_id=EOS)
+LLAMA_SIZES = dict(vocab_size=99, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=64, eos_token_id=EOS, bos_token_id=EOS)
 PROMPTS = [[5, 17, 33, 2, 40, 8], [12, 3], [60, 61, 62, 63, 64, 65, 66, 67, 68]]
 # (num_beams, length_penalty, early_stopping): the default, a long-favouring and a short-favouring penalty,
 # each stopping rule
@@ -41,20 +43,22 @@ TOK = IdTokenizer()
 
 # Added to the end-of-sequence log-probability on both sides (here and as transformers' `sequence_bias`), so
 # that some beams end early: the random models rarely choose it by themselves.
-EOS_BIAS = {"t5": 2.5, "gpt2": 5.0}
+EOS_BIAS = {"t5": 2.5, "gpt2": 5.0, "llama": 3.0}
 
 
 def build(family, folder):
     torch.manual_seed(0)
     if family == "t5":
         hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**T5_SIZES))
+    elif family == "llama":
+        hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA_SIZES))
     else:
         hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**GPT2_SIZES))
     lively(hf).eval().save_pretrained(folder)
     return hf, load_model(folder).eval()
 
 
-@pytest.fixture(scope="module", params=["t5", "gpt2"])
+@pytest.fixture(scope="module", params=["t5", "gpt2", "llama"])
 def pair(request, tmp_path_factory):
     return request.param, *build(request.param, tmp_path_factory.mktemp(request.param))
 

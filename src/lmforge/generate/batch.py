@@ -36,7 +36,7 @@ from .stop import IncrementalDecoder, StopMatcher
 if TYPE_CHECKING:
     from .sampling import SamplingParams
 
-BEAM_FAMILIES = ("gpt2", "t5")  # beam search is checked against transformers for these
+BEAM_FAMILIES = ("gpt2", "t5", "llama")  # beam search is checked against transformers for these
 
 log = logging.getLogger(__name__)
 
