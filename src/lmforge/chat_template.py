@@ -18,7 +18,6 @@ probe reply finds it for any template, so decoding can stop on it (`end_of_turn_
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -33,7 +32,6 @@ from pydantic import BaseModel, ConfigDict
 from .models import ModelError
 
 FALLBACKS = Path(__file__).with_name("chat_templates.yaml")
-log = logging.getLogger(__name__)
 
 
 class ChatTemplateError(ModelError):

@@ -65,9 +65,8 @@ def resolve(name_or_path: str | Path) -> Path:
             log.info("%s is not installed; trying the Hugging Face Hub for %s", package, name)
     if name.count("/") > 1 or name.startswith((".", "/", "~")):
         raise ModelError(f"{name} does not exist; pass a folder that holds config.json and the weights")
-    if pulled_path(name).exists():
-        return pulled_path(name)
-    return pull(name)
+    pulled = pulled_path(name)
+    return pulled if pulled.exists() else pull(name)
 
 
 def data_home() -> Path:

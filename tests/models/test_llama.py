@@ -15,6 +15,9 @@ from lmforge.generate import Batcher, SamplingParams, context_length, generate
 from lmforge.models import ModelError, load_model
 from lmforge.models.hf_io import model_class
 
+from ..generate.test_beam import PROMPTS, IdTokenizer
+from ..generate.test_sampling import lively
+
 transformers.logging.set_verbosity_error()
 PAD, EOS = 0, 1
 VOCAB = 99
@@ -201,30 +204,6 @@ def test_incremental_decoding_equals_full_pass(case, chunk, left_pad):
     incremental = torch.cat(steps, 1)
     real = mask.bool()
     torch.testing.assert_close(incremental[real], full[real], atol=ATOL, rtol=0)
-
-
-class IdTokenizer:
-    eos_token_id = EOS
-
-    def encode(self, text):
-        return [int(t) for t in text.split()]
-
-    def decode(self, ids, skip_special_tokens=True):
-        return " ".join(str(i) for i in ids)
-
-
-def lively(model):
-    """Weights large enough that greedy output varies with content and position (a default-initialised tiny
-    model repeats one token, which would hide a wrong position or a misaligned pad)."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() >= 2:
-                p.copy_(torch.randn(p.shape, generator=g) * (1.0 if "embed" in name else 2 * p.shape[-1] ** -0.5))
-    return model
-
-
-PROMPTS = [[5, 17, 33, 2, 40, 8], [12, 3], [60, 61, 62, 63, 64, 65, 66, 67, 68]]
 
 
 @pytest.mark.parametrize("case", ["llama-gqa", "mistral-window", "qwen2-bias-tied"])

